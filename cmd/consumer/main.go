@@ -1,0 +1,224 @@
+// Command consumer runs nodeq workers: it pulls tasks from the shared durable
+// JetStream consumer, runs their nodes, and acks or dead-letters them. With
+// no NATS URL it starts an embedded nats-server with JetStream.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/version"
+	"github.com/nodeq/nodeq/internal/worker"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // could not start or run: NATS unreachable, stream setup failed
+	exitConfig = 2 // bad flags or configuration
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process the default way
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr, os.Getenv))
+}
+
+// flags are the command-line overrides; a flag left unset keeps the value
+// from the environment, the file or the defaults.
+type flags struct {
+	configFile string
+	natsURL    string
+	listen     string
+	dataDir    string
+	workers    int
+	logFormat  string
+	logLevel   string
+	checkOnly  bool
+}
+
+// run is the whole program; main adds only signals and the exit.
+func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) int {
+	var f flags
+	code := exitOK
+	cmd := &cobra.Command{
+		Use:   "consumer",
+		Short: "Run nodeq workers against NATS JetStream (embedded server when no URL is set)",
+		Long: `consumer pulls tasks published on tasks.<node_type>, runs their nodes and acks them,
+dead-lettering tasks that cannot succeed. With no --nats-url and no NATS_URL it starts
+an embedded nats-server with JetStream, listening on 127.0.0.1:4222 and storing in ./nodeq-data.
+
+Precedence: flags > environment (NATS_URL) > config file > defaults.`,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, &f, getenv)
+			if err != nil {
+				code = exitConfig
+				return err
+			}
+			if f.checkOnly {
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK: %d node types (%s)\n", len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "))
+				return nil
+			}
+			if err := serve(ctx, cfg, newLogger(stderr, cfg.Log)); err != nil {
+				code = exitFailed
+				return err
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.configFile, "config", "c", "", "YAML configuration file (see docs/configuration.md); env NODEQ_CONFIG")
+	fl.StringVar(&f.natsURL, "nats-url", "", "NATS server URL(s), comma-separated; empty starts an embedded server; env NATS_URL")
+	fl.StringVar(&f.listen, "listen", "", "embedded server client address host:port, port 0 picks a free one (default 127.0.0.1:4222)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "embedded server store directory (default ./nodeq-data)")
+	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default 4)")
+	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default text)")
+	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration and exit")
+	cmd.SetArgs(args)
+	cmd.SetErr(stderr)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(stderr, "consumer:", err)
+		if code == exitOK {
+			code = exitConfig // cobra's own flag and argument errors
+		}
+	}
+	return code
+}
+
+func mustTypes(cfg *config.Config) []string {
+	r, err := cfg.Registry()
+	if err != nil {
+		return nil
+	}
+	return r.Types()
+}
+
+// loadConfig applies defaults, file, environment and flags in that order, then validates.
+func loadConfig(cmd *cobra.Command, f *flags, getenv func(string) string) (*config.Config, error) {
+	path := f.configFile
+	if path == "" {
+		path = getenv("NODEQ_CONFIG")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ApplyEnv(getenv)
+	set := cmd.Flags().Changed
+	if set("nats-url") {
+		cfg.NATS.URL = f.natsURL
+	}
+	if set("listen") {
+		cfg.Embedded.Listen = f.listen
+	}
+	if set("data-dir") {
+		cfg.Embedded.StoreDir = f.dataDir
+	}
+	if set("workers") {
+		cfg.Consumer.Workers = f.workers
+	}
+	if set("log-format") {
+		cfg.Log.Format = f.logFormat
+	}
+	if set("log-level") {
+		cfg.Log.Level = f.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the consumer until ctx is done.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	registry, err := cfg.Registry()
+	if err != nil {
+		return err
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			log.Info("embedded nats-server stopped")
+		}()
+		url = srv.ClientURL()
+		log.Info("embedded nats-server listening", "nats_url", url, "store_dir", cfg.Embedded.StoreDir, "sync_always", cfg.Embedded.SyncAlways)
+	}
+	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	names := cfg.QueueNames()
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := queue.EnsureStreams(setupCtx, js, names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
+		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(cfg.Streams.MaxMsgSize)}); err != nil {
+		return err
+	}
+	cons, err := queue.EnsureConsumer(setupCtx, js, names, queue.ConsumerOptions{AckWait: cfg.Consumer.AckWait, MaxAckPending: cfg.Consumer.MaxAckPending})
+	if err != nil {
+		return err
+	}
+	w := worker.New(worker.Options{
+		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,
+		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, Logger: log,
+	})
+	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
+		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Logger: log})
+	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
+		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())
+	go func() {
+		<-ctx.Done()
+		log.Info("shutting down: pulling stopped, waiting for in-flight tasks", "timeout", cfg.Consumer.ShutdownTimeout)
+	}()
+	finished := p.Run(ctx)
+	if !finished {
+		log.Warn("some in-flight tasks were interrupted and handed back for redelivery")
+	}
+	log.Info("consumer stopped", "clean", finished)
+	if err := nc.FlushTimeout(2 * time.Second); err != nil {
+		log.Warn("flush before close", "err", err)
+	}
+	return nil
+}

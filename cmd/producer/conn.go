@@ -1,0 +1,45 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/nodeq/nodeq/internal/queue"
+)
+
+// connFlags are the connection and naming flags every command shares.
+type connFlags struct {
+	url        string
+	taskPrefix string
+}
+
+func (c *connFlags) register(cmd *cobra.Command, getenv func(string) string) {
+	def := getenv("NATS_URL")
+	if def == "" {
+		def = nats.DefaultURL
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.url, "nats-url", def, "NATS server URL(s), comma-separated; env NATS_URL")
+	pf.StringVar(&c.taskPrefix, "task-prefix", queue.DefaultNames().TaskPrefix, "subject prefix of tasks (names.task_prefix)")
+}
+
+func (c *connFlags) names() queue.Names {
+	return queue.Names{TaskPrefix: c.taskPrefix}.WithDefaults()
+}
+
+// connect dials NATS and returns the connection and a JetStream handle.
+func (c *connFlags) connect(log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := queue.Connect(c.url, "nodeq-producer", log, nats.MaxReconnects(3))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}

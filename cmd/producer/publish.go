@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/task"
+)
+
+type publishFlags struct {
+	payloadFile   string
+	file          string
+	id            string
+	nodeID        string
+	correlationID string
+	params        []string
+	deadline      time.Duration
+	wait          bool
+	timeout       time.Duration
+	jsonOut       bool
+	quiet         bool
+	window        int
+}
+
+func publishCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
+	var f publishFlags
+	cmd := &cobra.Command{
+		Use:   "publish NODE_TYPE [PAYLOAD] | publish --file TASKS.jsonl",
+		Short: "Publish one task, or many from a JSON Lines file",
+		Long: `Publish one task of NODE_TYPE with PAYLOAD (an argument, --payload-file FILE, or
+--payload-file - for stdin), optionally waiting for its result with --wait.
+
+With --file, publish every line of a JSON Lines file ('-' for stdin); each line is a
+task envelope in the JSON wire format (docs/wire-format.md), e.g.
+  {"node_type":"echo","payload":{"text":"hi"}}
+A missing "id" is generated. Lines that are not valid envelopes are reported and counted
+as failed; the rest are published.`,
+		Example: `  producer publish echo '{"text":"hi"}' --wait
+  producer publish sleep --param duration=2s
+  producer publish resize --payload-file image.png --node-id n7
+  producer publish --file tasks.jsonl`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if f.file != "" {
+				if len(args) != 0 {
+					return usageError{errors.New("--file takes no NODE_TYPE or PAYLOAD arguments")}
+				}
+				return nil
+			}
+			if len(args) < 1 || len(args) > 2 {
+				return usageError{errors.New("want NODE_TYPE [PAYLOAD], or --file TASKS.jsonl")}
+			}
+			if len(args) == 2 && f.payloadFile != "" {
+				return usageError{errors.New("give the payload as an argument or with --payload-file, not both")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if f.file != "" {
+				if f.wait {
+					return usageError{errors.New("--wait works with a single task, not --file")}
+				}
+				return publishFile(ctx, e, conn, &f, log)
+			}
+			env, err := buildTask(e, &f, args)
+			if err != nil {
+				return err
+			}
+			return publishOne(ctx, e, conn, &f, env, log)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.payloadFile, "payload-file", "", "read the payload from FILE ('-' for stdin)")
+	fl.StringVarP(&f.file, "file", "f", "", "publish every task of a JSON Lines FILE ('-' for stdin)")
+	fl.StringVar(&f.id, "id", "", "task ID (default: generated); a re-publish with the same ID within 2 minutes is dropped as a duplicate")
+	fl.StringVar(&f.nodeID, "node-id", "", "node ID in your pipeline")
+	fl.StringVar(&f.correlationID, "correlation-id", "", "pipeline/correlation ID")
+	fl.StringArrayVarP(&f.params, "param", "p", nil, "node parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string")
+	fl.DurationVar(&f.deadline, "deadline", 0, "give up on the task if it has not run within this duration (e.g. 30s)")
+	fl.BoolVar(&f.wait, "wait", false, "wait for the task's result and print its output")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long a publish may take")
+	fl.BoolVar(&f.jsonOut, "json", false, "print the whole result (with --wait) or the publish acknowledgement as JSON")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar with --file")
+	fl.IntVar(&f.window, "window", 256, "with --file, how many publishes may await their acknowledgement at once")
+	return cmd
+}
+
+// buildTask makes the envelope of a single publish from arguments and flags.
+func buildTask(e *env, f *publishFlags, args []string) (*task.Envelope, error) {
+	env := &task.Envelope{ID: f.id, NodeType: args[0], NodeID: f.nodeID, CorrelationID: f.correlationID}
+	switch {
+	case len(args) == 2:
+		env.Payload = []byte(args[1])
+	case f.payloadFile == "-":
+		b, err := io.ReadAll(e.stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read payload from stdin: %w", err)
+		}
+		env.Payload = b
+	case f.payloadFile != "":
+		b, err := os.ReadFile(f.payloadFile)
+		if err != nil {
+			return nil, fmt.Errorf("read payload: %w", err)
+		}
+		env.Payload = b
+	}
+	if len(f.params) > 0 {
+		env.Params = task.Params{}
+		for _, p := range f.params {
+			k, v, ok := strings.Cut(p, "=")
+			if !ok || k == "" {
+				return nil, usageError{fmt.Errorf("--param %q: want KEY=VALUE", p)}
+			}
+			var val any
+			if err := json.Unmarshal([]byte(v), &val); err != nil {
+				val = v
+			}
+			env.Params[k] = val
+		}
+	}
+	if f.deadline > 0 {
+		env.Deadline = time.Now().Add(f.deadline).UTC()
+	}
+	if err := (&task.Envelope{ID: "x", NodeType: env.NodeType}).Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return env, nil
+}
+
+func publishOne(ctx context.Context, e *env, conn *connFlags, f *publishFlags, env *task.Envelope, log *slog.Logger) error {
+	nc, js, err := conn.connect(log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var replies chan *nats.Msg
+	if f.wait {
+		env.ReplyTo = nc.NewInbox()
+		replies = make(chan *nats.Msg, 1)
+		sub, err := nc.ChanSubscribe(env.ReplyTo, replies)
+		if err != nil {
+			return fmt.Errorf("subscribe to the reply subject: %w", err)
+		}
+		defer sub.Unsubscribe()
+	}
+	pctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	ack, err := queue.NewPublisher(js, conn.names()).Publish(pctx, env)
+	if err != nil {
+		return explainPublishError(err, conn)
+	}
+	if ack.Duplicate {
+		fmt.Fprintf(e.stderr, "warning: task %s was already published within the stream's duplicate window; JetStream kept the first copy\n", env.ID)
+	}
+	if !f.wait {
+		if f.jsonOut {
+			return json.NewEncoder(e.stdout).Encode(map[string]any{"task_id": env.ID, "stream": ack.Stream, "seq": ack.Sequence, "duplicate": ack.Duplicate})
+		}
+		fmt.Fprintf(e.stdout, "published task %s to %s (stream %s, seq %d)\n", env.ID, conn.names().TaskSubject(env.NodeType), ack.Stream, ack.Sequence)
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "published task %s (seq %d); waiting up to %v for its result\n", env.ID, ack.Sequence, f.timeout)
+	select {
+	case m := <-replies:
+		res, err := task.DecodeResult(m.Data, m.Header.Get(queue.HeaderContentType))
+		if err != nil {
+			return err
+		}
+		return printResult(e, f, res)
+	case <-time.After(f.timeout):
+		return fmt.Errorf("no result for task %s within %v: it is still queued or running (is a consumer running?)", env.ID, f.timeout)
+	case <-ctx.Done():
+		return fmt.Errorf("interrupted while waiting for task %s; it stays queued", env.ID)
+	}
+}
+
+func printResult(e *env, f *publishFlags, res *task.Result) error {
+	if f.jsonOut {
+		b, err := task.EncodeResult(res, true)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, string(b))
+	} else if res.OK {
+		_, _ = e.stdout.Write(res.Output)
+		if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' {
+			fmt.Fprintln(e.stdout)
+		}
+	}
+	if !res.OK {
+		return fmt.Errorf("task %s failed (%s) after %d attempt(s) on %s: %s; it was dead-lettered", res.TaskID, res.ErrorKind, res.Attempts, res.Worker, res.Error)
+	}
+	return nil
+}
+
+func explainPublishError(err error, conn *connFlags) error {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("%w: no stream stores %s.>; start a consumer once (it creates the streams) or check --task-prefix", err, conn.names().TaskPrefix)
+	}
+	return err
+}
+
+// summary counts a bulk publish.
+type summary struct {
+	published, duplicates, failed int
+	elapsed                       time.Duration
+}
+
+func publishFile(ctx context.Context, e *env, conn *connFlags, f *publishFlags, log *slog.Logger) error {
+	var r io.Reader = e.stdin
+	total := int64(-1)
+	if f.file != "-" {
+		fh, err := os.Open(f.file)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		if total, err = countLines(f.file); err != nil {
+			return err
+		}
+		r = fh
+	}
+	nc, js, err := conn.connect(log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	show := !f.quiet && isTerminal(e.stderr)
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetVisibility(show),
+		progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("tasks"), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+	s, err := bulkPublish(ctx, queue.NewPublisher(js, conn.names()), r, f.window, func(o queue.Outcome, lineErr error) {
+		_ = bar.Add(1)
+		switch {
+		case lineErr != nil:
+			_ = bar.Clear()
+			fmt.Fprintf(e.stderr, "%s: %v\n", f.file, lineErr)
+		case o.Err != nil:
+			_ = bar.Clear()
+			fmt.Fprintf(e.stderr, "task %s: %v\n", o.Task.ID, explainPublishError(o.Err, conn))
+		}
+	})
+	_ = bar.Finish()
+	rate := float64(s.published) / max(s.elapsed.Seconds(), 1e-9)
+	fmt.Fprintf(e.stdout, "published %d, duplicates %d, failed %d in %v (%.0f tasks/s)\n", s.published, s.duplicates, s.failed, s.elapsed.Round(time.Millisecond), rate)
+	if err != nil {
+		return err
+	}
+	if s.failed > 0 {
+		return fmt.Errorf("%d of %d tasks were not published", s.failed, s.published+s.duplicates+s.failed)
+	}
+	return nil
+}
+
+// bulkPublish publishes every envelope of a JSON Lines reader and reports
+// each line's outcome.
+func bulkPublish(ctx context.Context, pub *queue.Publisher, r io.Reader, window int, report func(o queue.Outcome, lineErr error)) (summary, error) {
+	var s summary
+	start := time.Now()
+	tasks := func(yield func(*task.Envelope) bool) {
+		for env, err := range task.ReadLines(r, 0) {
+			if err != nil {
+				s.failed++
+				report(queue.Outcome{}, err)
+				continue
+			}
+			if !yield(env) {
+				return
+			}
+		}
+	}
+	err := pub.PublishAll(ctx, tasks, window, func(o queue.Outcome) {
+		switch {
+		case o.Err != nil:
+			s.failed++
+		case o.Ack.Duplicate:
+			s.duplicates++
+		default:
+			s.published++
+		}
+		report(o, nil)
+	})
+	s.elapsed = time.Since(start)
+	return s, err
+}
+
+func countLines(path string) (int64, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer fh.Close()
+	var n int64
+	buf := make([]byte, 256<<10)
+	last := byte('\n')
+	for {
+		k, err := fh.Read(buf)
+		for _, b := range buf[:k] {
+			if b == '\n' {
+				n++
+			}
+		}
+		if k > 0 {
+			last = buf[k-1]
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if last != '\n' {
+		n++
+	}
+	return n, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
+		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "requires at least") || strings.Contains(msg, "accepts ")
+}

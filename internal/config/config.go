@@ -1,0 +1,286 @@
+// Package config reads the consumer's YAML configuration, applies defaults,
+// environment and flags, and validates it with errors that name the file,
+// line and field. Every key is listed in docs/configuration.md.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/nodeq/nodeq/internal/queue"
+)
+
+// Config is the consumer's whole configuration.
+type Config struct {
+	NATS     NATS            `yaml:"nats"`
+	Embedded Embedded        `yaml:"embedded"`
+	Names    Names           `yaml:"names"`
+	Streams  Streams         `yaml:"streams"`
+	Consumer Consumer        `yaml:"consumer"`
+	Log      Log             `yaml:"log"`
+	Nodes    map[string]Node `yaml:"nodes"`
+
+	// file and root locate fields for error messages; empty without a file.
+	file string
+	root *yaml.Node
+}
+
+// NATS says where the server is. An empty URL means: start an embedded server.
+type NATS struct {
+	URL string `yaml:"url"`
+}
+
+// Embedded configures the in-process nats-server used when NATS.URL is empty.
+type Embedded struct {
+	Listen     string `yaml:"listen"`
+	StoreDir   string `yaml:"store_dir"`
+	SyncAlways bool   `yaml:"sync_always"`
+}
+
+// Names are the JetStream stream, subject and consumer names.
+type Names struct {
+	TaskStream string `yaml:"task_stream"`
+	TaskPrefix string `yaml:"task_prefix"`
+	DLQStream  string `yaml:"dlq_stream"`
+	DLQPrefix  string `yaml:"dlq_prefix"`
+	Consumer   string `yaml:"consumer"`
+}
+
+// Streams tunes the streams.
+type Streams struct {
+	Replicas    int           `yaml:"replicas"`
+	DLQMaxAge   time.Duration `yaml:"dlq_max_age"`
+	DLQMaxBytes ByteSize      `yaml:"dlq_max_bytes"`
+	MaxMsgSize  ByteSize      `yaml:"max_msg_size"`
+}
+
+// Consumer tunes the worker process.
+type Consumer struct {
+	Workers         int           `yaml:"workers"`
+	AckWait         time.Duration `yaml:"ack_wait"`
+	MaxAckPending   int           `yaml:"max_ack_pending"`
+	PullWait        time.Duration `yaml:"pull_wait"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	MaxPayload      ByteSize      `yaml:"max_payload"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Node configures one node type. Executor defaults to the node type's name
+// when that is a built-in (echo, sleep, fault).
+type Node struct {
+	Executor    string        `yaml:"executor"`
+	Timeout     time.Duration `yaml:"timeout"`
+	Concurrency int           `yaml:"concurrency"`
+	// sleep
+	MaxDuration time.Duration `yaml:"max_duration"`
+	// process
+	Command   []string          `yaml:"command"`
+	Dir       string            `yaml:"dir"`
+	Env       map[string]string `yaml:"env"`
+	PassEnv   []string          `yaml:"pass_env"`
+	MaxOutput ByteSize          `yaml:"max_output"`
+	// http
+	URL         string            `yaml:"url"`
+	Headers     map[string]string `yaml:"headers"`
+	MaxResponse ByteSize          `yaml:"max_response"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	n := queue.DefaultNames()
+	return &Config{
+		Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "./nodeq-data"},
+		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
+		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes, MaxMsgSize: queue.DefaultMaxMsgSize},
+		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, MaxPayload: queue.DefaultMaxMsgSize},
+		Log:   Log{Level: "info", Format: "text"},
+		Nodes: DefaultNodes(),
+	}
+}
+
+// DefaultNodes are the node types a consumer runs when the file has no nodes section.
+func DefaultNodes() map[string]Node {
+	return map[string]Node{"echo": {}, "sleep": {MaxDuration: time.Hour}, "fault": {}}
+}
+
+// Load reads path over the defaults. An empty path returns the defaults.
+// It does not validate; call Validate after applying environment and flags.
+func Load(path string) (*Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse reads YAML data over the defaults; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	cfg := Default()
+	cfg.file = name
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(root.Content) == 0 { // empty file
+		return cfg, nil
+	}
+	cfg.root = root.Content[0]
+	if hasKey(cfg.root, "nodes") {
+		cfg.Nodes = nil // a nodes section replaces the defaults
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			lines := make([]string, len(te.Errors))
+			for i, e := range te.Errors {
+				lines[i] = cfg.typeError(e).Error()
+			}
+			return nil, errors.New(strings.Join(lines, "\n"))
+		}
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return cfg, nil
+}
+
+// ApplyEnv applies environment variables that override the file: NATS_URL.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	if v := getenv("NATS_URL"); v != "" {
+		c.NATS.URL = v
+	}
+}
+
+// QueueNames converts the names section.
+func (c *Config) QueueNames() queue.Names {
+	return queue.Names{TaskStream: c.Names.TaskStream, TaskPrefix: c.Names.TaskPrefix, DLQStream: c.Names.DLQStream,
+		DLQPrefix: c.Names.DLQPrefix, Consumer: c.Names.Consumer}.WithDefaults()
+}
+
+// FieldError is a configuration error located at a field.
+type FieldError struct {
+	File  string // empty when the value did not come from a file
+	Line  int    // 0 when unknown
+	Field string // dotted path, e.g. nodes.resize.command
+	Msg   string
+}
+
+// Error implements error: "consumer.yaml:12: nodes.resize.command: required".
+func (e *FieldError) Error() string {
+	loc := ""
+	switch {
+	case e.File != "" && e.Line > 0:
+		loc = e.File + ":" + strconv.Itoa(e.Line) + ": "
+	case e.File != "":
+		loc = e.File + ": "
+	}
+	return loc + e.Field + ": " + e.Msg
+}
+
+// fieldErr builds a FieldError for a dotted path, finding its line in the file.
+func (c *Config) fieldErr(path string, format string, args ...any) *FieldError {
+	return &FieldError{File: c.file, Line: lineOf(c.root, strings.Split(path, ".")), Field: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// lineOf finds the line of the deepest key of path present in a mapping tree.
+func lineOf(n *yaml.Node, path []string) int {
+	line := 0
+	for _, key := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				line, next = n.Content[i].Line, n.Content[i+1]
+				break
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// typeError turns a yaml.v3 message ("line 7: cannot unmarshal ...") into a
+// FieldError naming the field at that line.
+func (c *Config) typeError(msg string) *FieldError {
+	fe := &FieldError{File: c.file, Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, text, ok := strings.Cut(rest, ": "); ok {
+			if line, err := strconv.Atoi(num); err == nil {
+				fe.Line, fe.Msg = line, text
+				fe.Field = pathAt(c.root, line, "")
+			}
+		}
+	}
+	if strings.HasPrefix(fe.Msg, "field ") && strings.Contains(fe.Msg, " not found in type ") {
+		fe.Msg = "unknown key (see docs/configuration.md for the keys)"
+	}
+	if fe.Field == "" {
+		fe.Field = "(document)"
+	}
+	return fe
+}
+
+// pathAt returns the dotted path of the key on the given line.
+func pathAt(n *yaml.Node, line int, prefix string) string {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		p := k.Value
+		if prefix != "" {
+			p = prefix + "." + k.Value
+		}
+		if k.Line == line {
+			return p
+		}
+		if deeper := pathAt(v, line, p); deeper != "" {
+			return deeper
+		}
+		if v.Line == line {
+			return p
+		}
+		if v.Kind == yaml.SequenceNode {
+			for _, item := range v.Content {
+				if item.Line == line {
+					return p
+				}
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,49 @@
+// Package natstest starts real, embedded nats-servers with JetStream for
+// tests: random ports, temporary store directories, shut down at cleanup.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/queue"
+)
+
+// Server starts an embedded nats-server with JetStream on a random loopback
+// port and a temporary store directory, stopped when the test ends.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	return ServerIn(t, t.TempDir())
+}
+
+// ServerIn is Server with a given store directory, for restart tests.
+func ServerIn(t testing.TB, dir string) *server.Server {
+	t.Helper()
+	s, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect connects to s, closing the connection when the test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}

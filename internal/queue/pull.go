@@ -1,0 +1,151 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler processes one delivered message and settles it (ack, nak or
+// term). ctx is cancelled only when a shutdown runs out of time.
+type Handler func(ctx context.Context, msg jetstream.Msg)
+
+// PullOptions tune a Puller. Zero values mean defaults.
+type PullOptions struct {
+	// Workers is how many messages are processed at once. Default 4.
+	Workers int
+	// PullWait is how long one pull request waits for messages. It bounds
+	// how long a shutdown waits for the last pull to end. Default 1s.
+	PullWait time.Duration
+	// ShutdownTimeout is how long in-flight messages may take to finish after
+	// Run's context is done, before their context is cancelled. Default 30s.
+	ShutdownTimeout time.Duration
+	// Logger receives pull errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Puller pulls from a durable consumer only as many messages as it has idle
+// workers, so that nothing waits in a client-side buffer.
+type Puller struct {
+	cons jetstream.Consumer
+	opts PullOptions
+	h    Handler
+}
+
+// NewPuller returns a Puller that hands messages of cons to h.
+func NewPuller(cons jetstream.Consumer, h Handler, o PullOptions) *Puller {
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.PullWait <= 0 {
+		o.PullWait = time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Puller{cons: cons, opts: o, h: h}
+}
+
+// Run pulls and dispatches until ctx is done. Then it stops pulling, hands
+// back (nak) any message that arrives for the last pull request, and waits
+// for in-flight messages to finish, at most ShutdownTimeout; after that it
+// cancels their context and waits for their handlers to return. It returns
+// whether all in-flight work finished in time.
+func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
+	log := p.opts.Logger
+	idle := make(chan struct{}, p.opts.Workers)
+	for range p.opts.Workers {
+		idle <- struct{}{}
+	}
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var wg sync.WaitGroup
+	failures := 0
+
+pulling:
+	for {
+		// Wait for one idle worker, then take every other idle one.
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			break pulling
+		}
+		n := 1
+	more:
+		for n < p.opts.Workers {
+			select {
+			case <-idle:
+				n++
+			default:
+				break more
+			}
+		}
+		backoff := func(err error) bool {
+			failures++
+			log.Warn("pull request failed; retrying", "err", err, "consecutive_failures", failures)
+			select {
+			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.opts.PullWait))
+		if err != nil {
+			for range n {
+				idle <- struct{}{}
+			}
+			if !backoff(err) {
+				break pulling
+			}
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			if ctx.Err() != nil {
+				// Arrived after shutdown began: hand it straight back.
+				if err := msg.Nak(); err != nil {
+					log.Warn("could not hand back a message during shutdown; it returns after AckWait", "err", err)
+				}
+				idle <- struct{}{}
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { idle <- struct{}{}; wg.Done() }()
+				p.h(workCtx, msg)
+			}()
+		}
+		for range n - got {
+			idle <- struct{}{}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			if got == 0 && !backoff(err) {
+				break pulling
+			}
+		} else {
+			failures = 0
+		}
+	}
+
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return true
+	case <-time.After(p.opts.ShutdownTimeout):
+		log.Warn("shutdown timeout reached; interrupting in-flight tasks", "timeout", p.opts.ShutdownTimeout)
+		cancelWork()
+		<-finished
+		return false
+	}
+}

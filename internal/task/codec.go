@@ -1,0 +1,393 @@
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// Decode reads an envelope in the format named by contentType: JSON when it
+// is application/json (parameters such as "; charset=utf-8" are ignored),
+// msgpack otherwise. It does not call Validate.
+func Decode(data []byte, contentType string) (*Envelope, error) {
+	if IsJSON(contentType) {
+		return DecodeJSON(data)
+	}
+	return DecodeMsgpack(data)
+}
+
+// IsJSON reports whether a Content-Type header value names JSON.
+func IsJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), ContentTypeJSON)
+}
+
+// Field order of the msgpack encoding. Decoders must not depend on it; the
+// golden fixture in testdata pins it so the bytes we write stay stable.
+const (
+	keyVersion       = "v"
+	keyID            = "id"
+	keyNodeID        = "node_id"
+	keyNodeType      = "node_type"
+	keyCorrelationID = "correlation_id"
+	keyPayload       = "payload"
+	keyParams        = "params"
+	keyCreatedAt     = "created_at"
+	keyDeadline      = "deadline"
+	keyReplyTo       = "reply_to"
+)
+
+// EncodeMsgpack writes e as a msgpack map with string keys in the documented
+// order, leaving out empty optional fields. Times are written as integer
+// Unix milliseconds.
+func EncodeMsgpack(e *Envelope) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	n := 3 // v, id, node_type
+	for _, set := range []bool{e.NodeID != "", e.CorrelationID != "", e.Payload != nil, len(e.Params) > 0, !e.CreatedAt.IsZero(), !e.Deadline.IsZero(), e.ReplyTo != ""} {
+		if set {
+			n++
+		}
+	}
+	v := e.Version
+	if v == 0 {
+		v = Version
+	}
+	w := func(err error) {
+		if err != nil {
+			panic(err) // bytes.Buffer writes cannot fail; params of unsupported types can
+		}
+	}
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("encode task envelope: %v", r)
+			}
+		}()
+		w(enc.EncodeMapLen(n))
+		w(enc.EncodeString(keyVersion))
+		w(enc.EncodeInt(int64(v)))
+		w(enc.EncodeString(keyID))
+		w(enc.EncodeString(e.ID))
+		if e.NodeID != "" {
+			w(enc.EncodeString(keyNodeID))
+			w(enc.EncodeString(e.NodeID))
+		}
+		w(enc.EncodeString(keyNodeType))
+		w(enc.EncodeString(e.NodeType))
+		if e.CorrelationID != "" {
+			w(enc.EncodeString(keyCorrelationID))
+			w(enc.EncodeString(e.CorrelationID))
+		}
+		if e.Payload != nil {
+			w(enc.EncodeString(keyPayload))
+			if e.PayloadEncoding == PayloadMsgpack {
+				_, err := buf.Write(e.Payload)
+				w(err)
+			} else {
+				w(enc.EncodeBytes(e.Payload))
+			}
+		}
+		if len(e.Params) > 0 {
+			w(enc.EncodeString(keyParams))
+			enc.SetSortMapKeys(true)
+			w(enc.Encode(map[string]any(e.Params)))
+		}
+		if !e.CreatedAt.IsZero() {
+			w(enc.EncodeString(keyCreatedAt))
+			w(enc.EncodeInt(e.CreatedAt.UnixMilli()))
+		}
+		if !e.Deadline.IsZero() {
+			w(enc.EncodeString(keyDeadline))
+			w(enc.EncodeInt(e.Deadline.UnixMilli()))
+		}
+		if e.ReplyTo != "" {
+			w(enc.EncodeString(keyReplyTo))
+			w(enc.EncodeString(e.ReplyTo))
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeMsgpack reads a msgpack envelope. Unknown keys are skipped so that
+// newer producers can add fields. Size limits of the msgpack decoder apply.
+func DecodeMsgpack(data []byte) (*Envelope, error) {
+	bad := func(field, format string, args ...any) error {
+		return &FormatError{Format: "msgpack", Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if len(data) == 0 {
+		return nil, bad("", "empty message")
+	}
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	code, err := dec.PeekCode()
+	if err != nil {
+		return nil, bad("", "%v", err)
+	}
+	if !msgpcode.IsFixedMap(code) && code != msgpcode.Map16 && code != msgpcode.Map32 {
+		return nil, bad("", "the envelope must be a map, found type byte 0x%02x (is this JSON without Content-Type: application/json?)", code)
+	}
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return nil, bad("", "%v", err)
+	}
+	if n > 64 {
+		return nil, bad("", "map of %d keys; an envelope has at most a few dozen", n)
+	}
+	e := &Envelope{}
+	str := func(field string, dst *string) error {
+		s, err := dec.DecodeString()
+		if err != nil {
+			return bad(field, "want a string: %v", err)
+		}
+		*dst = s
+		return nil
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return nil, bad("", "map key %d: want a string: %v", i, err)
+		}
+		switch key {
+		case keyVersion:
+			v, err := dec.DecodeInt64()
+			if err != nil {
+				return nil, bad(key, "want an integer: %v", err)
+			}
+			if v < 0 || v > 1<<20 {
+				return nil, bad(key, "version %d out of range", v)
+			}
+			e.Version = int(v)
+		case keyID:
+			err = str(key, &e.ID)
+		case keyNodeID:
+			err = str(key, &e.NodeID)
+		case keyNodeType:
+			err = str(key, &e.NodeType)
+		case keyCorrelationID:
+			err = str(key, &e.CorrelationID)
+		case keyReplyTo:
+			err = str(key, &e.ReplyTo)
+		case keyPayload:
+			code, perr := dec.PeekCode()
+			if perr != nil {
+				return nil, bad(key, "%v", perr)
+			}
+			switch {
+			case code == msgpcode.Nil:
+				err = dec.DecodeNil()
+			case msgpcode.IsBin(code) || msgpcode.IsString(code):
+				e.Payload, err = dec.DecodeBytes()
+				if e.Payload == nil {
+					e.Payload = []byte{}
+				}
+				e.PayloadEncoding = PayloadBytes
+			default:
+				var raw msgpack.RawMessage
+				raw, err = dec.DecodeRaw()
+				e.Payload, e.PayloadEncoding = raw, PayloadMsgpack
+			}
+			if err != nil {
+				return nil, bad(key, "%v", err)
+			}
+		case keyParams:
+			v, derr := dec.DecodeInterface()
+			if derr != nil {
+				return nil, bad(key, "%v", derr)
+			}
+			if v != nil {
+				m, ok := v.(map[string]any)
+				if !ok {
+					return nil, bad(key, "want a map with string keys, found %T", v)
+				}
+				e.Params = m
+			}
+		case keyCreatedAt, keyDeadline:
+			t, terr := decodeMsgpackTime(dec)
+			if terr != nil {
+				return nil, bad(key, "%v", terr)
+			}
+			if key == keyCreatedAt {
+				e.CreatedAt = t
+			} else {
+				e.Deadline = t
+			}
+		default:
+			if err := dec.Skip(); err != nil {
+				return nil, bad(key, "%v", err)
+			}
+		}
+		if err != nil {
+			var fe *FormatError
+			if errors.As(err, &fe) {
+				return nil, err
+			}
+			return nil, bad(key, "%v", err)
+		}
+	}
+	if r.Len() != 0 {
+		return nil, bad("", "%d trailing bytes after the envelope map", r.Len())
+	}
+	if e.Version == 0 {
+		e.Version = Version
+	}
+	return e, nil
+}
+
+// decodeMsgpackTime accepts integer Unix milliseconds, an RFC 3339 string or
+// a msgpack timestamp extension.
+func decodeMsgpackTime(dec *msgpack.Decoder) (time.Time, error) {
+	code, err := dec.PeekCode()
+	if err != nil {
+		return time.Time{}, err
+	}
+	switch {
+	case code == msgpcode.Nil:
+		return time.Time{}, dec.DecodeNil()
+	case msgpcode.IsString(code):
+		s, err := dec.DecodeString()
+		if err != nil {
+			return time.Time{}, err
+		}
+		return parseTimeString(s)
+	case msgpcode.IsExt(code):
+		return dec.DecodeTime()
+	case code == msgpcode.Float || code == msgpcode.Double:
+		return time.Time{}, fmt.Errorf("want integer Unix milliseconds, RFC 3339 string or timestamp, found a float")
+	default:
+		ms, err := dec.DecodeInt64()
+		if err != nil {
+			return time.Time{}, fmt.Errorf("want integer Unix milliseconds, RFC 3339 string or timestamp: %v", err)
+		}
+		return time.UnixMilli(ms).UTC(), nil
+	}
+}
+
+func parseTimeString(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time like 2026-01-02T15:04:05Z", s)
+	}
+	return t, nil
+}
+
+// jsonEnvelope mirrors the documented JSON form.
+type jsonEnvelope struct {
+	V             *int            `json:"v,omitempty"`
+	ID            string          `json:"id"`
+	NodeID        string          `json:"node_id,omitempty"`
+	NodeType      string          `json:"node_type"`
+	CorrelationID string          `json:"correlation_id,omitempty"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	Params        map[string]any  `json:"params,omitempty"`
+	CreatedAt     jsonTime        `json:"created_at,omitzero"`
+	Deadline      jsonTime        `json:"deadline,omitzero"`
+	ReplyTo       string          `json:"reply_to,omitempty"`
+}
+
+// jsonTime reads RFC 3339 strings or Unix milliseconds and writes RFC 3339.
+type jsonTime struct{ time.Time }
+
+func (t jsonTime) IsZero() bool { return t.Time.IsZero() }
+
+func (t jsonTime) MarshalJSON() ([]byte, error) {
+	return json.Marshal(t.UTC().Format(time.RFC3339Nano))
+}
+
+func (t *jsonTime) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		tt, err := parseTimeString(s)
+		t.Time = tt
+		return err
+	}
+	var ms int64
+	if err := json.Unmarshal(b, &ms); err != nil {
+		return fmt.Errorf("want an RFC 3339 string or integer Unix milliseconds, found %s", b)
+	}
+	t.Time = time.UnixMilli(ms).UTC()
+	return nil
+}
+
+// DecodeJSON reads a JSON envelope. The payload may be any JSON value; the
+// executor receives its JSON text.
+func DecodeJSON(data []byte) (*Envelope, error) {
+	bad := func(field, msg string) error {
+		return &FormatError{Format: "json", Field: field, Msg: msg}
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, bad("", "empty message")
+	}
+	if trimmed[0] != '{' {
+		return nil, bad("", "the envelope must be a JSON object")
+	}
+	var j jsonEnvelope
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	if err := dec.Decode(&j); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, bad(te.Field, fmt.Sprintf("want %s, found a JSON %s", te.Type, te.Value))
+		}
+		return nil, bad("", err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad("", "trailing data after the envelope object")
+	}
+	e := &Envelope{
+		Version: Version, ID: j.ID, NodeID: j.NodeID, NodeType: j.NodeType,
+		CorrelationID: j.CorrelationID, Params: j.Params,
+		CreatedAt: j.CreatedAt.Time, Deadline: j.Deadline.Time, ReplyTo: j.ReplyTo,
+	}
+	if j.V != nil {
+		e.Version = *j.V
+	}
+	if len(j.Payload) > 0 && string(j.Payload) != "null" {
+		e.Payload, e.PayloadEncoding = []byte(j.Payload), PayloadJSON
+	}
+	return e, nil
+}
+
+// EncodeJSON writes e in the documented JSON form. A payload that is not a
+// JSON value is written as a JSON string of its bytes, which must then be UTF-8.
+func EncodeJSON(e *Envelope) ([]byte, error) {
+	v := e.Version
+	if v == 0 {
+		v = Version
+	}
+	j := jsonEnvelope{
+		V: &v, ID: e.ID, NodeID: e.NodeID, NodeType: e.NodeType, CorrelationID: e.CorrelationID,
+		Params: e.Params, CreatedAt: jsonTime{e.CreatedAt}, Deadline: jsonTime{e.Deadline}, ReplyTo: e.ReplyTo,
+	}
+	if e.Payload != nil {
+		if json.Valid(e.Payload) {
+			j.Payload = e.Payload
+		} else {
+			b, err := json.Marshal(string(e.Payload))
+			if err != nil {
+				return nil, err
+			}
+			j.Payload = b
+		}
+	}
+	return json.Marshal(j)
+}

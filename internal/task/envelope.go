@@ -1,0 +1,218 @@
+// Package task defines the task envelope: the stable wire format that
+// producers in any language publish on tasks.<node_type>, and the result
+// message a consumer sends back to a task's reply subject.
+//
+// The format is documented byte for byte in docs/wire-format.md.
+package task
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Version is the envelope version this package writes and the newest one it reads.
+const Version = 1
+
+// Content types carried in the Content-Type header of a task message.
+const (
+	ContentTypeMsgpack = "application/msgpack"
+	ContentTypeJSON    = "application/json"
+)
+
+// PayloadEncoding says how an envelope carried its payload, so that an
+// executor can tell raw bytes from a structured value.
+type PayloadEncoding uint8
+
+const (
+	// PayloadBytes is opaque bytes: a msgpack bin or str value.
+	PayloadBytes PayloadEncoding = iota
+	// PayloadMsgpack is any other msgpack value, kept as its msgpack encoding.
+	PayloadMsgpack
+	// PayloadJSON is a JSON value from a JSON envelope, kept as its JSON text.
+	PayloadJSON
+)
+
+// String returns the encoding's name as used in docs and logs.
+func (p PayloadEncoding) String() string {
+	switch p {
+	case PayloadMsgpack:
+		return "msgpack"
+	case PayloadJSON:
+		return "json"
+	default:
+		return "bytes"
+	}
+}
+
+// Envelope is one task. The zero value of every optional field means "not set".
+type Envelope struct {
+	// Version is the envelope version (field "v"); 0 on decode means 1.
+	Version int
+	// ID identifies the task; producers make it unique (field "id").
+	ID string
+	// NodeID identifies the node in the caller's pipeline graph (field "node_id").
+	NodeID string
+	// NodeType selects the executor and must match the subject's last token (field "node_type").
+	NodeType string
+	// CorrelationID ties tasks of one pipeline run together (field "correlation_id").
+	CorrelationID string
+	// Payload is the node's input (field "payload").
+	Payload []byte
+	// PayloadEncoding says how Payload was carried.
+	PayloadEncoding PayloadEncoding
+	// Params are node parameters (field "params"): string keys, scalar or nested values.
+	Params Params
+	// CreatedAt is when the producer made the task (field "created_at").
+	CreatedAt time.Time
+	// Deadline, if set, is when the task stops being worth running (field "deadline").
+	Deadline time.Time
+	// ReplyTo, if set, is the subject the result is published to (field "reply_to").
+	ReplyTo string
+}
+
+var nodeTypeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidNodeType reports whether name can be a node type: 1 to 64 letters,
+// digits, '_' or '-', so that it is a single NATS subject token.
+func ValidNodeType(name string) bool { return nodeTypeRE.MatchString(name) }
+
+// Validate checks the fields every consumer relies on.
+func (e *Envelope) Validate() error {
+	if e.Version < 0 || e.Version > Version {
+		return &FormatError{Field: "v", Msg: fmt.Sprintf("unsupported envelope version %d (this build reads up to %d)", e.Version, Version)}
+	}
+	if e.ID == "" {
+		return &FormatError{Field: "id", Msg: "missing task id"}
+	}
+	if len(e.ID) > 256 {
+		return &FormatError{Field: "id", Msg: fmt.Sprintf("task id is %d bytes, the limit is 256", len(e.ID))}
+	}
+	if e.NodeType == "" {
+		return &FormatError{Field: "node_type", Msg: "missing node type"}
+	}
+	if !ValidNodeType(e.NodeType) {
+		return &FormatError{Field: "node_type", Msg: fmt.Sprintf("invalid node type %q: use 1-64 of [A-Za-z0-9_-]", e.NodeType)}
+	}
+	return nil
+}
+
+// FormatError says which field of an envelope or result is wrong and why.
+type FormatError struct {
+	Format string // "msgpack" or "json", empty for a semantic check
+	Field  string // envelope field name, empty when the whole message is unreadable
+	Msg    string
+}
+
+// Error implements error.
+func (e *FormatError) Error() string {
+	s := "malformed task envelope"
+	if e.Format != "" {
+		s = "malformed " + e.Format + " task envelope"
+	}
+	if e.Field != "" {
+		s += ": field " + e.Field
+	}
+	return s + ": " + e.Msg
+}
+
+// Params are a task's node parameters. Values come from msgpack or JSON, so
+// the accessors accept any numeric type and numeric strings.
+type Params map[string]any
+
+// String returns the parameter as a string, formatting scalars if needed.
+func (p Params) String(key string) (string, bool) {
+	v, ok := p[key]
+	if !ok || v == nil {
+		return "", false
+	}
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case []byte:
+		return string(x), true
+	default:
+		return fmt.Sprint(x), true
+	}
+}
+
+// Float returns a numeric parameter.
+func (p Params) Float(key string) (float64, bool, error) {
+	v, ok := p[key]
+	if !ok || v == nil {
+		return 0, false, nil
+	}
+	switch x := v.(type) {
+	case float64:
+		return x, true, nil
+	case float32:
+		return float64(x), true, nil
+	case int8:
+		return float64(x), true, nil
+	case int16:
+		return float64(x), true, nil
+	case int32:
+		return float64(x), true, nil
+	case int64:
+		return float64(x), true, nil
+	case int:
+		return float64(x), true, nil
+	case uint8:
+		return float64(x), true, nil
+	case uint16:
+		return float64(x), true, nil
+	case uint32:
+		return float64(x), true, nil
+	case uint64:
+		return float64(x), true, nil
+	case uint:
+		return float64(x), true, nil
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return 0, true, fmt.Errorf("param %s: %q is not a number", key, x)
+		}
+		return f, true, nil
+	case string:
+		var f float64
+		if _, err := fmt.Sscan(x, &f); err != nil {
+			return 0, true, fmt.Errorf("param %s: %q is not a number", key, x)
+		}
+		return f, true, nil
+	}
+	return 0, true, fmt.Errorf("param %s: %T is not a number", key, v)
+}
+
+// Int returns an integral parameter.
+func (p Params) Int(key string) (int64, bool, error) {
+	f, ok, err := p.Float(key)
+	if err != nil || !ok {
+		return 0, ok, err
+	}
+	if f != float64(int64(f)) {
+		return 0, true, fmt.Errorf("param %s: %v is not a whole number", key, f)
+	}
+	return int64(f), true, nil
+}
+
+// Duration returns a duration parameter: a Go duration string ("250ms",
+// "2s") or a number of milliseconds.
+func (p Params) Duration(key string) (time.Duration, bool, error) {
+	v, ok := p[key]
+	if !ok || v == nil {
+		return 0, false, nil
+	}
+	if s, isStr := v.(string); isStr {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, true, fmt.Errorf("param %s: %q is not a duration like \"250ms\" or \"2s\"", key, s)
+		}
+		return d, true, nil
+	}
+	ms, _, err := p.Float(key)
+	if err != nil {
+		return 0, true, fmt.Errorf("param %s: want a duration string or milliseconds: %w", key, err)
+	}
+	return time.Duration(ms * float64(time.Millisecond)), true, nil
+}

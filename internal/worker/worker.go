@@ -1,0 +1,275 @@
+// Package worker settles one delivered task: decode it, run its node, reply,
+// and ack it or dead-letter it. It holds the rule that a message is acked or
+// terminated only after its outcome is durable.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/task"
+	"github.com/nodeq/nodeq/internal/version"
+)
+
+// Replier publishes results to reply subjects; *nats.Conn is one.
+type Replier interface {
+	PublishMsg(m *nats.Msg) error
+}
+
+// Options configure a Worker. Registry and DLQ are required.
+type Options struct {
+	Names    queue.Names
+	Registry *exec.Registry
+	DLQ      *dlq.Writer
+	// Replier sends results to tasks' reply subjects; nil means no replies.
+	Replier Replier
+	// MaxPayload caps a task message's body in bytes before decoding. Default 1 MiB.
+	MaxPayload int
+	// AckWait is the consumer's AckWait; the worker signals progress at a
+	// third of it while a node runs. Default 30s.
+	AckWait time.Duration
+	// RetryDelay is how long a task whose dead-letter record could not be
+	// stored waits before it is delivered again. Default 5s.
+	RetryDelay time.Duration
+	// ID identifies this process in results and records. Default host/pid.
+	ID     string
+	Logger *slog.Logger
+}
+
+// Worker handles delivered task messages. It is safe for concurrent use.
+type Worker struct {
+	o Options
+}
+
+// New returns a Worker.
+func New(o Options) *Worker {
+	o.Names = o.Names.WithDefaults()
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = queue.DefaultMaxMsgSize
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = queue.DefaultAckWait
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = 5 * time.Second
+	}
+	if o.ID == "" {
+		o.ID = DefaultID()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Worker{o: o}
+}
+
+// DefaultID returns "hostname/pid".
+func DefaultID() string {
+	host, _ := os.Hostname()
+	return host + "/" + strconv.Itoa(os.Getpid())
+}
+
+// failure describes why a task is being dead-lettered.
+type failure struct {
+	reason string
+	kind   resilience.Kind
+	err    error
+	first  time.Time
+}
+
+// Handle settles one message. It is a queue.Handler.
+func (w *Worker) Handle(ctx context.Context, msg jetstream.Msg) {
+	received := time.Now()
+	meta, _ := msg.Metadata()
+	var seq uint64
+	deliveries := 1
+	if meta != nil {
+		seq, deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
+	}
+	log := w.o.Logger.With("stream_seq", seq, "delivery", deliveries)
+
+	env, bad := w.decode(msg)
+	if bad != nil {
+		bad.first = received
+		w.deadLetter(msg, env, bad, 0, log)
+		return
+	}
+	log = log.With("task_id", env.ID, "node_id", env.NodeID, "node_type", env.NodeType)
+	node, ok := w.o.Registry.Lookup(env.NodeType)
+	if !ok {
+		w.deadLetter(msg, env, &failure{reason: dlq.ReasonUnknownNodeType, kind: resilience.Manifest, first: received,
+			err: fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", "))}, 0, log)
+		return
+	}
+	if !env.Deadline.IsZero() && !received.Before(env.Deadline) {
+		w.deadLetter(msg, env, &failure{reason: dlq.ReasonDeadline, kind: resilience.Other, first: received,
+			err: fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano))}, 0, log)
+		return
+	}
+
+	runCtx := ctx
+	if !env.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithDeadline(ctx, env.Deadline)
+		defer cancel()
+	}
+	log = log.With("attempt", 1)
+	stopProgress := w.keepAlive(msg, log)
+	out, err := node.Run(runCtx, env)
+	stopProgress()
+	took := time.Since(received)
+
+	if err != nil {
+		if ctx.Err() != nil {
+			// Shutdown ran out of time: not the task's fault, give it back.
+			log.Warn("task interrupted by shutdown; handing it back", "err", err)
+			if nerr := msg.Nak(); nerr != nil {
+				log.Warn("hand-back failed; the task returns after AckWait", "err", nerr)
+			}
+			return
+		}
+		f := &failure{reason: dlq.ReasonPermanent, kind: resilience.KindOf(err), err: err, first: received}
+		if !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+			f.reason = dlq.ReasonDeadline
+		} else if f.kind.Retryable() {
+			f.reason = dlq.ReasonExhausted
+		}
+		w.deadLetter(msg, env, f, 1, log)
+		return
+	}
+
+	w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
+		Attempts: 1, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, log)
+	w.ack(msg, log)
+	log.Info("task succeeded", "duration", took)
+}
+
+// decode reads and checks the envelope. On failure it returns the envelope
+// as far as it was read (possibly nil) and a failure.
+func (w *Worker) decode(msg jetstream.Msg) (*task.Envelope, *failure) {
+	data := msg.Data()
+	invalid := func(err error) *failure {
+		return &failure{reason: dlq.ReasonInvalid, kind: resilience.Marshaling, err: err}
+	}
+	if len(data) > w.o.MaxPayload {
+		return nil, invalid(fmt.Errorf("task message of %d bytes exceeds the %d-byte limit (consumer.max_payload)", len(data), w.o.MaxPayload))
+	}
+	env, err := task.Decode(data, msg.Headers().Get(queue.HeaderContentType))
+	if err != nil {
+		return nil, invalid(err)
+	}
+	if err := env.Validate(); err != nil {
+		return env, invalid(err)
+	}
+	if subj := w.o.Names.NodeTypeOf(msg.Subject()); subj != env.NodeType {
+		return env, invalid(fmt.Errorf("node_type %q does not match subject %s", env.NodeType, msg.Subject()))
+	}
+	return env, nil
+}
+
+// keepAlive sends InProgress at a third of AckWait until the returned func is called.
+func (w *Worker) keepAlive(msg jetstream.Msg, log *slog.Logger) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(w.o.AckWait/3, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					log.Warn("could not extend the ack deadline", "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+func (w *Worker) ack(msg jetstream.Msg, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil {
+		log.Warn("ack not confirmed; the task may be delivered again", "err", err)
+	}
+}
+
+// deadLetter stores a record for the task and only then terminates the
+// original. If the record cannot be stored the original is handed back with
+// a delay and stays in the task stream.
+func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, attempts int, log *slog.Logger) {
+	now := time.Now().UTC()
+	meta, _ := msg.Metadata()
+	rec := &dlq.Record{
+		Reason: f.reason, ErrorKind: f.kind.String(), Error: f.err.Error(), Causes: dlq.CauseChain(f.err),
+		Attempts: attempts, FirstFailure: f.first.UTC(), LastFailure: now, Worker: w.o.ID,
+		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: msg.Headers(), Data: msg.Data(),
+		NodeType: w.o.Names.NodeTypeOf(msg.Subject()),
+	}
+	var pe *exec.PanicError
+	if errors.As(f.err, &pe) {
+		rec.Stack = pe.Stack
+	}
+	if meta != nil {
+		rec.Stream, rec.Sequence, rec.Deliveries = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
+	}
+	if env != nil {
+		rec.TaskID, rec.NodeID, rec.CorrelationID = env.ID, env.NodeID, env.CorrelationID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log = log.With("reason", f.reason, "error_kind", rec.ErrorKind, "err", rec.Error)
+	if _, err := w.o.DLQ.Write(ctx, rec); err != nil {
+		log.Error("dead-letter record not stored; the task stays in the task stream and is retried", "dlq_err", err, "retry_in", w.o.RetryDelay)
+		if nerr := msg.NakWithDelay(w.o.RetryDelay); nerr != nil {
+			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
+		}
+		return
+	}
+	if env != nil {
+		w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, ErrorKind: rec.ErrorKind,
+			Error: rec.Error, Attempts: attempts, DurationMS: now.Sub(f.first).Milliseconds(), Worker: w.o.ID}, msg, log)
+	}
+	if err := msg.TermWithReason(f.reason); err != nil {
+		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
+	}
+	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType))
+}
+
+// reply publishes r to the task's reply subject, JSON when the task came as JSON.
+func (w *Worker) reply(env *task.Envelope, r *task.Result, msg jetstream.Msg, log *slog.Logger) {
+	if env.ReplyTo == "" || w.o.Replier == nil {
+		return
+	}
+	asJSON := task.IsJSON(msg.Headers().Get(queue.HeaderContentType))
+	data, err := task.EncodeResult(r, asJSON)
+	if err != nil {
+		log.Warn("could not encode the result", "err", err)
+		return
+	}
+	out := nats.NewMsg(env.ReplyTo)
+	out.Data = data
+	ct := task.ContentTypeMsgpack
+	if asJSON {
+		ct = task.ContentTypeJSON
+	}
+	out.Header.Set(queue.HeaderContentType, ct)
+	if err := w.o.Replier.PublishMsg(out); err != nil {
+		log.Warn("could not publish the result", "reply_to", env.ReplyTo, "err", err)
+	}
+}
