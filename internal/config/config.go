@@ -196,7 +196,12 @@ func (e *FieldError) Error() string {
 
 // fieldErr builds a FieldError for a dotted path, finding its line in the file.
 func (c *Config) fieldErr(path string, format string, args ...any) *FieldError {
-	return &FieldError{File: c.file, Line: lineOf(c.root, strings.Split(path, ".")), Field: path, Msg: fmt.Sprintf(format, args...)}
+	return c.fieldErrAt(strings.Split(path, "."), format, args...)
+}
+
+// fieldErrAt is fieldErr with the path as keys, for keys that contain dots.
+func (c *Config) fieldErrAt(keys []string, format string, args ...any) *FieldError {
+	return &FieldError{File: c.file, Line: lineOf(c.root, keys), Field: strings.Join(keys, "."), Msg: fmt.Sprintf(format, args...)}
 }
 
 // lineOf finds the line of the deepest key of path present in a mapping tree.

@@ -92,13 +92,12 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateNode(name string, n Node) []error {
 	var errs []error
-	p := "nodes." + name
 	bad := func(field, format string, args ...any) {
-		path := p
+		keys := []string{"nodes", name}
 		if field != "" {
-			path += "." + field
+			keys = append(keys, field)
 		}
-		errs = append(errs, c.fieldErr(path, format, args...))
+		errs = append(errs, c.fieldErrAt(keys, format, args...))
 	}
 	if !task.ValidNodeType(name) {
 		bad("", "invalid node type name: use 1-64 of [A-Za-z0-9_-]")
@@ -206,7 +205,7 @@ func (c *Config) Registry() (*exec.Registry, error) {
 			err = r.Register(exec.Node{Type: name, Executor: ex, Timeout: n.Timeout, Concurrency: n.Concurrency})
 		}
 		if err != nil {
-			return nil, c.fieldErr("nodes."+name, "%v", err)
+			return nil, c.fieldErrAt([]string{"nodes", name}, "%v", err)
 		}
 	}
 	return r, nil

@@ -89,6 +89,7 @@ func Decode(data []byte) (*Record, error) {
 	if r.Version < 1 || r.Version > RecordVersion {
 		return nil, fmt.Errorf("dead-letter record version %d: this build reads 1..%d", r.Version, RecordVersion)
 	}
+	r.FirstFailure, r.LastFailure = r.FirstFailure.UTC(), r.LastFailure.UTC()
 	return &r, nil
 }
 

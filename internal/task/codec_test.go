@@ -203,6 +203,7 @@ func TestValidate(t *testing.T) {
 		"dotted type":    {Envelope{ID: "a", NodeType: "a.b"}, "node_type"},
 		"wildcard type":  {Envelope{ID: "a", NodeType: "*"}, "node_type"},
 		"future version": {Envelope{Version: 2, ID: "a", NodeType: "echo"}, "v"},
+		"invalid utf-8":  {Envelope{ID: "a\xff", NodeType: "echo"}, "id"},
 	}
 	for name, c := range cases {
 		err := c.env.Validate()

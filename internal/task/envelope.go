@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+	"unicode/utf8"
 )
 
 // Version is the envelope version this package writes and the newest one it reads.
@@ -88,6 +89,11 @@ func (e *Envelope) Validate() error {
 	}
 	if len(e.ID) > 256 {
 		return &FormatError{Field: "id", Msg: fmt.Sprintf("task id is %d bytes, the limit is 256", len(e.ID))}
+	}
+	for field, v := range map[string]string{"id": e.ID, "node_id": e.NodeID, "correlation_id": e.CorrelationID, "reply_to": e.ReplyTo} {
+		if !utf8.ValidString(v) {
+			return &FormatError{Field: field, Msg: "not valid UTF-8"}
+		}
 	}
 	if e.NodeType == "" {
 		return &FormatError{Field: "node_type", Msg: "missing node type"}

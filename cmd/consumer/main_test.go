@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/task"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logLine returns the first JSON log record with the given msg.
+func (b *syncBuffer) logLine(msg string) map[string]any {
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
+	for sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == msg {
+			return rec
+		}
+	}
+	return nil
+}
+
+func noEnv(string) string { return "" }
+
+// TestEmbeddedStartPath runs the consumer's main path with no NATS URL: it
+// must start an embedded server, run a published task, and stop cleanly.
+func TestEmbeddedStartPath(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--workers", "2"}, &logs, noEnv)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	var ready map[string]any
+	for ready == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer never became ready; logs:\n%s", logs.String())
+		}
+		select {
+		case code := <-exit:
+			t.Fatalf("consumer exited with %d; logs:\n%s", code, logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		ready = logs.logLine("consumer ready")
+	}
+	embedded := logs.logLine("embedded nats-server listening")
+	if embedded == nil || embedded["store_dir"] != dir {
+		t.Fatalf("no embedded-server log line with the store dir: %v", embedded)
+	}
+	url, _ := ready["nats_url"].(string)
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	inbox := nc.NewInbox()
+	sub, _ := nc.SubscribeSync(inbox)
+	if _, err := queue.NewPublisher(js, queue.DefaultNames()).Publish(ctx, &task.Envelope{NodeType: "echo", Payload: []byte("ping"), ReplyTo: inbox}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := task.DecodeResult(m.Data, m.Header.Get("Content-Type"))
+	if err != nil || !res.OK || string(res.Output) != "ping" {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+		t.Fatalf("store dir not used: %v", err)
+	}
+
+	cancel()
+	select {
+	case code := <-exit:
+		if code != exitOK {
+			t.Fatalf("exit %d after shutdown; logs:\n%s", code, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("consumer did not stop")
+	}
+	if stopped := logs.logLine("consumer stopped"); stopped == nil || stopped["clean"] != true {
+		t.Fatalf("no clean stop logged:\n%s", logs.String())
+	}
+}
+
+func TestBadConfigExitsWithLocation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nodeq.yaml")
+	os.WriteFile(path, []byte("consumer:\n  workers: 4\nnodes:\n  resize:\n    executor: process\n    timeout: 1s\n"), 0o644)
+	var out syncBuffer
+	code := run(context.Background(), []string{"--config", path}, &out, noEnv)
+	if code != exitConfig || !strings.Contains(out.String(), path+":4: nodes.resize.command: required") {
+		t.Fatalf("exit %d, output:\n%s", code, out.String())
+	}
+	out = syncBuffer{}
+	if code := run(context.Background(), []string{"--workers", "x"}, &out, noEnv); code != exitConfig {
+		t.Fatalf("bad flag: exit %d", code)
+	}
+}
+
+func TestUnreachableNATSExitsWithURL(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	var out syncBuffer
+	env := func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://user:hunter2@" + addr
+		}
+		return ""
+	}
+	code := run(context.Background(), nil, &out, env)
+	if code != exitFailed || !strings.Contains(out.String(), "connect to NATS at nats://user:xxxxx@"+addr) {
+		t.Fatalf("exit %d, output:\n%s", code, out.String())
+	}
+	if strings.Contains(out.String(), "hunter2") {
+		t.Fatal("password in output")
+	}
+}

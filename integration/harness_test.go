@@ -1,0 +1,219 @@
+// Package integration runs nodeq end to end against real, embedded
+// nats-servers: random ports, temporary stores, no mocks of NATS.
+package integration
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/natstest"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/task"
+	"github.com/nodeq/nodeq/internal/worker"
+)
+
+// env is one embedded server with nodeq's streams and consumer.
+type env struct {
+	t     *testing.T
+	srv   *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	names queue.Names
+	cons  jetstream.Consumer
+}
+
+func newEnv(t *testing.T, so queue.StreamOptions) *env {
+	t.Helper()
+	srv := natstest.Server(t)
+	nc, js := natstest.Connect(t, srv)
+	names := queue.DefaultNames()
+	ctx := context.Background()
+	if err := queue.EnsureStreams(ctx, js, names, so); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := queue.EnsureConsumer(ctx, js, names, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, nc: nc, js: js, names: names, cons: cons}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// runner is a running consumer: a Puller feeding a Worker.
+type runner struct {
+	cancel context.CancelFunc
+	done   chan bool
+}
+
+type runnerOpts struct {
+	workers         int
+	shutdownTimeout time.Duration
+	maxPayload      int
+	retryDelay      time.Duration
+}
+
+// start runs a consumer with the given registry until stop.
+func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
+	e.t.Helper()
+	if o.workers == 0 {
+		o.workers = 4
+	}
+	w := worker.New(worker.Options{
+		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc,
+		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
+	})
+	p := queue.NewPuller(e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: 200 * time.Millisecond,
+		ShutdownTimeout: o.shutdownTimeout, Logger: testLogger(e.t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{cancel: cancel, done: make(chan bool, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop() })
+	return r
+}
+
+// stop shuts the consumer down and reports whether in-flight work finished in time.
+func (r *runner) stop() bool {
+	r.cancel()
+	v, ok := <-r.done
+	if ok {
+		close(r.done)
+	}
+	return v
+}
+
+// counter wraps executors and counts executions per task ID.
+type counter struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func newCounter() *counter { return &counter{runs: map[string]int{}} }
+
+func (c *counter) wrap(ex exec.Executor) exec.Executor {
+	return exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+		c.mu.Lock()
+		c.runs[t.ID]++
+		c.mu.Unlock()
+		return ex.Execute(ctx, t)
+	})
+}
+
+func (c *counter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]int, len(c.runs))
+	for k, v := range c.runs {
+		m[k] = v
+	}
+	return m
+}
+
+func (c *counter) total() int {
+	n := 0
+	for _, v := range c.snapshot() {
+		n += v
+	}
+	return n
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) streamMsgs(name string) uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (e *env) ackPending() int {
+	e.t.Helper()
+	info, err := e.cons.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.NumAckPending
+}
+
+// records reads every dead-letter record with its subject.
+func (e *env) records() []*dlqMsg {
+	e.t.Helper()
+	ctx := context.Background()
+	c, err := e.js.OrderedConsumer(ctx, e.names.DLQStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := int(e.streamMsgs(e.names.DLQStream))
+	var out []*dlqMsg
+	if n == 0 {
+		return nil
+	}
+	batch, err := c.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		rec, err := dlq.Decode(m.Data())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, &dlqMsg{subject: m.Subject(), header: m.Headers(), rec: rec})
+	}
+	if len(out) != n {
+		e.t.Fatalf("read %d of %d dead-letter records", len(out), n)
+	}
+	return out
+}
+
+type dlqMsg struct {
+	subject string
+	header  nats.Header
+	rec     *dlq.Record
+}
+
+func newMsg(m *natsMsg) *nats.Msg {
+	msg := nats.NewMsg(m.subject)
+	msg.Data = []byte(m.data)
+	if m.ct != "" {
+		msg.Header.Set("Content-Type", m.ct)
+	}
+	for k, v := range m.headers {
+		msg.Header.Set(k, v)
+	}
+	return msg
+}

@@ -1,0 +1,142 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cfg.Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.Types(), ","); got != "echo,fault,sleep" {
+		t.Fatalf("default node types %s", got)
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	yml := `
+nats:
+  url: nats://a:4222
+consumer:
+  workers: 16
+  ack_wait: 1m
+  max_payload: 2MiB
+streams:
+  dlq_max_bytes: 10GiB
+nodes:
+  resize:
+    executor: process
+    command: ["/bin/cat"]
+    timeout: 30s
+    concurrency: 2
+  notify:
+    executor: http
+    url: http://localhost:8080/hook
+    timeout: 5s
+  echo: {}
+`
+	cfg, err := Parse("nodeq.yaml", []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Consumer.Workers != 16 || cfg.Consumer.AckWait != time.Minute || cfg.Consumer.MaxPayload != 2<<20 || cfg.Streams.DLQMaxBytes != 10<<30 {
+		t.Fatalf("%+v %+v", cfg.Consumer, cfg.Streams)
+	}
+	if cfg.Consumer.ShutdownTimeout != 30*time.Second {
+		t.Fatal("unset keys must keep their defaults")
+	}
+	r, err := cfg.Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.Types(), ","); got != "echo,notify,resize" {
+		t.Fatalf("a nodes section replaces the defaults; got %s", got)
+	}
+	n, _ := r.Lookup("resize")
+	if n.Concurrency != 2 || n.Timeout != 30*time.Second {
+		t.Fatalf("%+v", n)
+	}
+}
+
+func TestErrorsNameFileLineField(t *testing.T) {
+	cases := []struct {
+		name, yml string
+		want      []string // each must appear in the error
+	}{
+		{"syntax", "consumer:\n  workers: [\n", []string{"bad.yaml:", "line"}},
+		{"unknown key", "consumer:\n  wrokers: 3\n", []string{"bad.yaml:2: consumer.wrokers: unknown key"}},
+		{"wrong type", "consumer:\n  workers: many\n", []string{"bad.yaml:2: consumer.workers:", "many"}},
+		{"bad duration", "consumer:\n  ack_wait: soon\n", []string{"bad.yaml:2: consumer.ack_wait:"}},
+		{"bad size", "consumer:\n  max_payload: 3 parsecs\n", []string{"bad.yaml:2: consumer.max_payload:", "size"}},
+		{"range", "consumer:\n  workers: 0\n", []string{"bad.yaml:2: consumer.workers: 0 is outside 1..10000"}},
+		{"process without command", "nodes:\n  resize:\n    executor: process\n    timeout: 1s\n", []string{"bad.yaml:2: nodes.resize.command: required"}},
+		{"missing binary", "nodes:\n  resize:\n    executor: process\n    command: [/no/such/tool]\n    timeout: 1s\n", []string{"bad.yaml:4: nodes.resize.command:", "/no/such/tool"}},
+		{"http without timeout", "nodes:\n  hook:\n    executor: http\n    url: http://x/y\n", []string{"bad.yaml:2: nodes.hook.timeout: required"}},
+		{"bad url", "nodes:\n  hook:\n    executor: http\n    url: ftp://x\n    timeout: 1s\n", []string{"bad.yaml:4: nodes.hook.url:"}},
+		{"no executor", "nodes:\n  resize:\n    timeout: 1s\n", []string{"bad.yaml:2: nodes.resize.executor: required"}},
+		{"unknown executor", "nodes:\n  r:\n    executor: lambda\n", []string{"bad.yaml:3: nodes.r.executor: unknown executor \"lambda\""}},
+		{"misplaced field", "nodes:\n  echo:\n    url: http://x\n", []string{"bad.yaml:3: nodes.echo.url: only applies to executor http"}},
+		{"bad node name", "nodes:\n  a.b: {executor: echo}\n", []string{"bad.yaml:2: nodes.a.b: invalid node type name"}},
+		{"log format", "log:\n  format: xml\n", []string{"bad.yaml:2: log.format:"}},
+		{"two errors", "consumer:\n  workers: 0\nlog:\n  level: loud\n", []string{"bad.yaml:2: consumer.workers", "bad.yaml:4: log.level"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse("bad.yaml", []byte(c.yml))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyEnv(t *testing.T) {
+	cfg := Default()
+	cfg.ApplyEnv(func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://env:4222"
+		}
+		return ""
+	})
+	if cfg.NATS.URL != "nats://env:4222" {
+		t.Fatal(cfg.NATS.URL)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"10": 10, "1KiB": 1024, "2 MiB": 2 << 20, "1GB": 1e9, "5B": 5} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5MiB", "MiB", "99999999999TiB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if s := ByteSize(3 << 20).String(); s != "3MiB" {
+		t.Error(s)
+	}
+}

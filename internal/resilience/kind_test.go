@@ -1,0 +1,41 @@
+package resilience
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestKinds(t *testing.T) {
+	retryable := map[Kind]bool{Execution: true, PythonVm: true, Wasm: true, Transport: true, Io: true,
+		Manifest: false, Marshaling: false, Serialization: false, Other: false}
+	if len(Kinds()) != len(retryable) {
+		t.Fatalf("%d kinds", len(Kinds()))
+	}
+	for _, k := range Kinds() {
+		if k.Retryable() != retryable[k] {
+			t.Errorf("%v retryable = %v", k, k.Retryable())
+		}
+		p, err := ParseKind(k.String())
+		if err != nil || p != k {
+			t.Errorf("parse %v: %v %v", k, p, err)
+		}
+	}
+	if _, err := ParseKind("nope"); err == nil {
+		t.Error("parsed nope")
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	cause := errors.New("connection refused")
+	err := fmt.Errorf("calling downstream: %w", Wrap(Transport, cause))
+	if KindOf(err) != Transport || !errors.Is(err, cause) {
+		t.Fatalf("%v", err)
+	}
+	if KindOf(errors.New("plain")) != Other || KindOf(nil) != Other {
+		t.Fatal("unclassified errors must be Other")
+	}
+	if Wrap(Io, nil) != nil {
+		t.Fatal("Wrap(nil) must be nil")
+	}
+}
