@@ -290,3 +290,39 @@ func TestSetupIsIdempotent(t *testing.T) {
 		t.Fatalf("dead-letter stream: %v", err)
 	}
 }
+
+// TestPullsOnlyForIdleWorkers: with every worker busy, nothing else is
+// delivered to the process: the rest of the tasks wait in the stream.
+func TestPullsOnlyForIdleWorkers(t *testing.T) {
+	e := newEnv(t, queue.StreamOptions{})
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	hold := exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+		started <- struct{}{}
+		<-release
+		return nil, nil
+	})
+	reg := exec.NewRegistry()
+	_ = reg.Register(exec.Node{Type: "hold", Executor: hold})
+	pub := queue.NewPublisher(e.js, e.names)
+	for i := range 10 {
+		if _, err := pub.Publish(context.Background(), &task.Envelope{ID: fmt.Sprintf("h-%d", i), NodeType: "hold"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(reg, runnerOpts{workers: 3})
+	for range 3 {
+		<-started
+	}
+	// Several pull cycles (200ms each) pass while all three workers are busy.
+	time.Sleep(700 * time.Millisecond)
+	ci, err := e.cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.NumAckPending != 3 || ci.NumPending != 7 || ci.Delivered.Consumer != 3 {
+		t.Fatalf("ack pending %d, pending %d, delivered %d; want 3, 7, 3", ci.NumAckPending, ci.NumPending, ci.Delivered.Consumer)
+	}
+	close(release)
+	eventually(t, 10*time.Second, "all tasks to finish", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })
+}
