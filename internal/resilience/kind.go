@@ -81,6 +81,8 @@ func ParseKind(s string) (Kind, error) {
 type Error struct {
 	Kind Kind
 	Err  error
+	// retry overrides the kind's retryability when set by Permanent or Transient.
+	retry *bool
 }
 
 // Error implements error.
@@ -105,6 +107,39 @@ func Wrap(kind Kind, err error) error {
 // Errorf is fmt.Errorf with a kind.
 func Errorf(kind Kind, format string, args ...any) error {
 	return &Error{Kind: kind, Err: fmt.Errorf(format, args...)}
+}
+
+// Permanent marks err as not worth retrying, whatever its kind. Its kind is
+// kept (Other when it had none).
+func Permanent(err error) error { return mark(err, false) }
+
+// Transient marks err as worth retrying, whatever its kind. An error without
+// a kind becomes Execution.
+func Transient(err error) error { return mark(err, true) }
+
+func mark(err error, retry bool) error {
+	if err == nil {
+		return nil
+	}
+	kind := Other
+	var e *Error
+	if errors.As(err, &e) {
+		kind = e.Kind
+	} else if retry {
+		kind = Execution
+	}
+	return &Error{Kind: kind, Err: err, retry: &retry}
+}
+
+// Retryable reports whether err is worth retrying: an explicit Permanent or
+// Transient mark decides first (the outermost one), then the kind.
+func Retryable(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if re, ok := e.(*Error); ok && re.retry != nil {
+			return *re.retry
+		}
+	}
+	return KindOf(err).Retryable()
 }
 
 // KindOf returns the kind of the outermost *Error in err's chain, or Other

@@ -39,3 +39,24 @@ func TestKindOf(t *testing.T) {
 		t.Fatal("Wrap(nil) must be nil")
 	}
 }
+
+func TestExplicitMarks(t *testing.T) {
+	transient := Wrap(Transport, errors.New("503"))
+	if !Retryable(transient) || Retryable(Permanent(transient)) {
+		t.Fatal("Permanent must override a transient kind")
+	}
+	if KindOf(Permanent(transient)) != Transport {
+		t.Fatal("Permanent must keep the kind")
+	}
+	plain := errors.New("flaky")
+	if Retryable(plain) || !Retryable(Transient(plain)) || KindOf(Transient(plain)) != Execution {
+		t.Fatal("Transient must make an unclassified error a retryable Execution error")
+	}
+	wrapped := fmt.Errorf("outer: %w", Transient(Wrap(Manifest, plain)))
+	if !Retryable(wrapped) || !errors.Is(wrapped, plain) {
+		t.Fatal("marks must survive wrapping and keep the cause")
+	}
+	if Permanent(nil) != nil || Transient(nil) != nil {
+		t.Fatal("nil must stay nil")
+	}
+}

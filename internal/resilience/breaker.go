@@ -1,0 +1,267 @@
+package resilience
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+)
+
+// State is a circuit breaker state.
+type State int
+
+// Breaker states.
+const (
+	// Closed: tasks run and are pulled freely.
+	Closed State = iota
+	// Open: nothing is pulled and no task starts until the cooldown ends.
+	Open
+	// HalfOpen: one probe task may run; its outcome closes or reopens the breaker.
+	HalfOpen
+)
+
+// String returns "closed", "open" or "half-open".
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "closed"
+	case Open:
+		return "open"
+	case HalfOpen:
+		return "half-open"
+	}
+	return "unknown"
+}
+
+// Counts are the outcomes seen since the breaker last closed.
+type Counts struct {
+	Successes           uint32
+	Failures            uint32
+	ConsecutiveFailures uint32
+}
+
+// Outcome is what a task's run tells the breaker.
+type Outcome int
+
+const (
+	// Success: the downstream worked. It resets the consecutive failures.
+	Success Outcome = iota
+	// Failure: transient failures used up the delivery's attempts.
+	Failure
+	// Ignored: says nothing about the downstream (a permanent error, the
+	// task's own fault; or a shutdown).
+	Ignored
+)
+
+// BreakerSettings configure a Breaker. Zero values mean defaults.
+type BreakerSettings struct {
+	// Name identifies the breaker (the subscription) in callbacks.
+	Name string
+	// ReadyToTrip decides, after each failure, whether to open. Default:
+	// 5 consecutive failures.
+	ReadyToTrip func(Counts) bool
+	// Cooldown is how long the breaker stays open after its first trip.
+	// Each further trip without closing in between doubles it. Default 30s.
+	Cooldown time.Duration
+	// MaxCooldown caps the growing cooldown. Default 5m.
+	MaxCooldown time.Duration
+	// OnStateChange is called, outside the breaker's lock, on every change.
+	OnStateChange func(name string, from, to State)
+}
+
+// Breaker is a circuit breaker shared by the workers of one subscription.
+// Workers call Acquire before running a task and report its Outcome; the
+// pull loop calls Allowance before pulling, so an open breaker pauses the
+// subscription.
+type Breaker struct {
+	s BreakerSettings
+
+	mu         sync.Mutex
+	state      State
+	counts     Counts
+	trips      int       // trips since the breaker last closed
+	openUntil  time.Time // when Open ends
+	probe      bool      // a half-open probe is running
+	generation uint64    // bumped on every state change; stale outcomes are ignored
+	changed    chan struct{}
+}
+
+// NewBreaker returns a closed breaker.
+func NewBreaker(s BreakerSettings) *Breaker {
+	if s.ReadyToTrip == nil {
+		s.ReadyToTrip = ConsecutiveFailures(5)
+	}
+	if s.Cooldown <= 0 {
+		s.Cooldown = 30 * time.Second
+	}
+	if s.MaxCooldown < s.Cooldown {
+		s.MaxCooldown = max(5*time.Minute, s.Cooldown)
+	}
+	return &Breaker{s: s, changed: make(chan struct{})}
+}
+
+// ConsecutiveFailures trips after n consecutive failures.
+func ConsecutiveFailures(n uint32) func(Counts) bool {
+	return func(c Counts) bool { return c.ConsecutiveFailures >= n }
+}
+
+// State returns the current state.
+func (b *Breaker) State() State {
+	b.mu.Lock()
+	notify := b.tick(time.Now())
+	st := b.state
+	b.mu.Unlock()
+	notify()
+	return st
+}
+
+// tick moves Open to HalfOpen once the cooldown is over. It must be called
+// with mu held and returns the callback to run after unlocking.
+func (b *Breaker) tick(now time.Time) func() {
+	if b.state == Open && !now.Before(b.openUntil) {
+		return b.setState(HalfOpen)
+	}
+	return func() {}
+}
+
+// setState changes state with mu held and returns the notification to run
+// after unlocking.
+func (b *Breaker) setState(to State) func() {
+	from := b.state
+	if from == to {
+		return func() {}
+	}
+	b.state = to
+	b.generation++
+	b.probe = false
+	switch to {
+	case Open:
+		b.trips++
+		cool := float64(b.s.Cooldown) * math.Pow(2, float64(b.trips-1))
+		b.openUntil = time.Now().Add(time.Duration(min(cool, float64(b.s.MaxCooldown))))
+	case Closed:
+		b.trips = 0
+		b.counts = Counts{}
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+	return func() {
+		if b.s.OnStateChange != nil {
+			b.s.OnStateChange(b.s.Name, from, to)
+		}
+	}
+}
+
+// wait returns a channel closed at the next state change, and a timer
+// channel for the end of the cooldown when open (nil otherwise).
+func (b *Breaker) wait() (<-chan struct{}, time.Duration) {
+	if b.state == Open {
+		return b.changed, time.Until(b.openUntil)
+	}
+	return b.changed, -1
+}
+
+func sleepOrChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
+	var timer <-chan time.Time
+	if d >= 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-changed:
+	case <-timer:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Acquire blocks until a task may run: at once when closed; when open,
+// until the cooldown ends and this task becomes the half-open probe; when
+// half-open, until the probe's outcome is known. It returns the function to
+// report the task's outcome with (call it exactly once), or ctx's error.
+func (b *Breaker) Acquire(ctx context.Context) (func(Outcome), error) {
+	for {
+		b.mu.Lock()
+		notify := b.tick(time.Now())
+		switch {
+		case b.state == Closed:
+			gen := b.generation
+			b.mu.Unlock()
+			notify()
+			return b.reporter(gen, false), nil
+		case b.state == HalfOpen && !b.probe:
+			b.probe = true
+			gen := b.generation
+			b.mu.Unlock()
+			notify()
+			return b.reporter(gen, true), nil
+		}
+		changed, d := b.wait()
+		b.mu.Unlock()
+		notify()
+		if err := sleepOrChange(ctx, changed, d); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (b *Breaker) reporter(gen uint64, probe bool) func(Outcome) {
+	var once sync.Once
+	return func(o Outcome) { once.Do(func() { b.report(gen, probe, o) }) }
+}
+
+func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
+	b.mu.Lock()
+	notify := func() {}
+	if gen == b.generation {
+		switch {
+		case probe && o == Success:
+			notify = b.setState(Closed)
+		case probe && o == Failure:
+			notify = b.setState(Open)
+		case probe: // ignored: let another task probe
+			b.probe = false
+			close(b.changed)
+			b.changed = make(chan struct{})
+		case o == Success:
+			b.counts.Successes++
+			b.counts.ConsecutiveFailures = 0
+		case o == Failure:
+			b.counts.Failures++
+			b.counts.ConsecutiveFailures++
+			if b.s.ReadyToTrip(b.counts) {
+				notify = b.setState(Open)
+			}
+		}
+	}
+	b.mu.Unlock()
+	notify()
+}
+
+// Allowance blocks while nothing may be pulled (open, or a probe running)
+// and returns how many messages may be pulled now: unlimited (MaxInt) when
+// closed, 1 when half-open so that only the probe is pulled.
+func (b *Breaker) Allowance(ctx context.Context) (int, error) {
+	for {
+		b.mu.Lock()
+		notify := b.tick(time.Now())
+		switch {
+		case b.state == Closed:
+			b.mu.Unlock()
+			notify()
+			return math.MaxInt, nil
+		case b.state == HalfOpen && !b.probe:
+			b.mu.Unlock()
+			notify()
+			return 1, nil
+		}
+		changed, d := b.wait()
+		b.mu.Unlock()
+		notify()
+		if err := sleepOrChange(ctx, changed, d); err != nil {
+			return 0, err
+		}
+	}
+}

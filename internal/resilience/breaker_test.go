@@ -1,0 +1,175 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+type transitions struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (tr *transitions) record(_ string, from, to State) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.log = append(tr.log, fmt.Sprintf("%v->%v", from, to))
+}
+
+func (tr *transitions) String() string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return fmt.Sprint(tr.log)
+}
+
+func fail(t *testing.T, b *Breaker, o Outcome) {
+	t.Helper()
+	done, err := b.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(o)
+}
+
+func TestBreakerTransitions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &transitions{}
+		b := NewBreaker(BreakerSettings{Name: "s", Cooldown: 10 * time.Second, MaxCooldown: 25 * time.Second, OnStateChange: tr.record})
+
+		// A success resets the count; permanent errors do not count.
+		for range 4 {
+			fail(t, b, Failure)
+		}
+		fail(t, b, Success)
+		for range 4 {
+			fail(t, b, Failure)
+		}
+		fail(t, b, Ignored)
+		if b.State() != Closed {
+			t.Fatal("opened before 5 consecutive failures")
+		}
+		fail(t, b, Failure) // 5th consecutive
+		if b.State() != Open {
+			t.Fatal("not open after 5 consecutive failures")
+		}
+
+		// Open: Allowance and Acquire block until the cooldown ends.
+		ctx, cancel := context.WithTimeout(context.Background(), 9*time.Second)
+		if _, err := b.Allowance(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("allowance while open: %v", err)
+		}
+		cancel()
+		start := time.Now()
+		n, err := b.Allowance(context.Background())
+		if err != nil || n != 1 || time.Since(start) != time.Second {
+			t.Fatalf("half-open allowance %d after %v: %v", n, time.Since(start), err)
+		}
+		if b.State() != HalfOpen {
+			t.Fatal("not half-open after cooldown")
+		}
+
+		// Half-open: one probe; others wait; a failed probe reopens with a doubled cooldown.
+		probe, _ := b.Acquire(context.Background())
+		second := make(chan time.Time)
+		go func() {
+			done, err := b.Acquire(context.Background())
+			if err == nil {
+				second <- time.Now()
+				done(Success)
+			}
+		}()
+		synctest.Wait()
+		if n, _ := allowanceNow(b); n != 0 {
+			t.Fatal("pulling allowed while the probe runs")
+		}
+		reopened := time.Now()
+		probe(Failure)
+		if b.State() != Open {
+			t.Fatal("failed probe did not reopen")
+		}
+		got := <-second // the waiter becomes the next probe after 20s and succeeds
+		if d := got.Sub(reopened); d != 20*time.Second {
+			t.Fatalf("second cooldown %v, want 20s (doubled)", d)
+		}
+		synctest.Wait()
+		if b.State() != Closed {
+			t.Fatalf("successful probe did not close: %v", b.State())
+		}
+		if n, _ := allowanceNow(b); n != math.MaxInt {
+			t.Fatalf("closed allowance %d", n)
+		}
+		want := "[closed->open open->half-open half-open->open open->half-open half-open->closed]"
+		if tr.String() != want {
+			t.Fatalf("transitions %s, want %s", tr, want)
+		}
+	})
+}
+
+func allowanceNow(b *Breaker) (int, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return b.Allowance(ctx)
+}
+
+func TestBreakerCooldownCapAndReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, MaxCooldown: 25 * time.Second})
+		cooldowns := []time.Duration{}
+		fail(t, b, Failure)
+		for range 3 {
+			start := time.Now()
+			probe, _ := b.Acquire(context.Background())
+			cooldowns = append(cooldowns, time.Since(start))
+			probe(Failure)
+		}
+		if fmt.Sprint(cooldowns) != "[10s 20s 25s]" {
+			t.Fatalf("cooldowns %v, want [10s 20s 25s]", cooldowns)
+		}
+		start := time.Now()
+		probe, _ := b.Acquire(context.Background())
+		probe(Success)
+		if time.Since(start) != 25*time.Second || b.State() != Closed {
+			t.Fatal("did not close")
+		}
+		fail(t, b, Failure) // a new trip after closing starts from the base cooldown
+		start = time.Now()
+		probe, _ = b.Acquire(context.Background())
+		if time.Since(start) != 10*time.Second {
+			t.Fatalf("cooldown after reset %v, want 10s", time.Since(start))
+		}
+		probe(Ignored) // a permanent error on the probe says nothing: another task probes
+		if b.State() != HalfOpen {
+			t.Fatal("ignored probe changed state")
+		}
+		next, err := b.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		next(Success)
+		if b.State() != Closed {
+			t.Fatal("second probe did not close")
+		}
+	})
+}
+
+func TestBreakerStaleOutcomesIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: time.Second})
+		inflight, _ := b.Acquire(context.Background()) // started while closed
+		fail(t, b, Failure)
+		fail(t, b, Failure)
+		if b.State() != Open {
+			t.Fatal("not open")
+		}
+		inflight(Success) // finished after the trip: must not close the breaker
+		if b.State() != Open {
+			t.Fatal("a stale success closed the breaker")
+		}
+	})
+}
