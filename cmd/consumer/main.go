@@ -20,6 +20,7 @@ import (
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/version"
 	"github.com/nodeq/nodeq/internal/worker"
 )
@@ -200,12 +201,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var breaker *resilience.Breaker
+	var gate queue.Gate
+	if bs, on := cfg.BreakerSettings(); on {
+		bs.Name = names.Consumer
+		bs.OnStateChange = breakerLogger(log, cfg)
+		breaker = resilience.NewBreaker(bs)
+		gate = breaker
+	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,
 		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, Logger: log,
+		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker,
 	})
 	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
-		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Logger: log})
+		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log})
 	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
 		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())
 	go func() {
@@ -221,4 +231,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Warn("flush before close", "err", err)
 	}
 	return nil
+}
+
+// breakerLogger logs breaker state changes: an open breaker pauses pulling.
+func breakerLogger(log *slog.Logger, cfg *config.Config) func(name string, from, to resilience.State) {
+	return func(name string, from, to resilience.State) {
+		l := log.With("subscription", name, "from", from.String(), "to", to.String())
+		switch to {
+		case resilience.Open:
+			l.Error("circuit breaker opened: pulling paused", "failure_threshold", cfg.Breaker.FailureThreshold)
+		case resilience.HalfOpen:
+			l.Warn("circuit breaker half-open: one probe task may run")
+		case resilience.Closed:
+			l.Info("circuit breaker closed: pulling resumed")
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/worker"
 )
 
@@ -37,7 +38,8 @@ func startConsumer(t *testing.T) string {
 	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
 	_ = reg.Register(exec.Node{Type: "fault", Executor: exec.Fault()})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w := worker.New(worker.Options{Names: names, Registry: reg, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Logger: log})
+	w := worker.New(worker.Options{Names: names, Registry: reg, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Logger: log,
+		Retry: resilience.Fixed(time.Millisecond, 2), Redelivery: resilience.Redelivery{MaxDeliveries: 1}})
 	done := make(chan struct{})
 	go func() {
 		queue.NewPuller(cons, w.Handle, queue.PullOptions{PullWait: 200 * time.Millisecond, Logger: log}).Run(ctx)
@@ -68,7 +70,7 @@ func TestPublishWait(t *testing.T) {
 	}
 
 	code, _, errOut = runProducer(t, "", "publish", "fault", "--param", "kind=Transport", "--param", `message="downstream down"`, "--wait", "--nats-url", url)
-	if code != exitFailed || !strings.Contains(errOut, "failed (Transport)") || !strings.Contains(errOut, "downstream down") {
+	if code != exitFailed || !strings.Contains(errOut, "failed (Transport) after 2 attempt(s)") || !strings.Contains(errOut, "downstream down") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 }

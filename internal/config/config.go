@@ -19,13 +19,16 @@ import (
 
 // Config is the consumer's whole configuration.
 type Config struct {
-	NATS     NATS            `yaml:"nats"`
-	Embedded Embedded        `yaml:"embedded"`
-	Names    Names           `yaml:"names"`
-	Streams  Streams         `yaml:"streams"`
-	Consumer Consumer        `yaml:"consumer"`
-	Log      Log             `yaml:"log"`
-	Nodes    map[string]Node `yaml:"nodes"`
+	NATS       NATS            `yaml:"nats"`
+	Embedded   Embedded        `yaml:"embedded"`
+	Names      Names           `yaml:"names"`
+	Streams    Streams         `yaml:"streams"`
+	Consumer   Consumer        `yaml:"consumer"`
+	Log        Log             `yaml:"log"`
+	Retry      Retry           `yaml:"retry"`
+	Redelivery Redelivery      `yaml:"redelivery"`
+	Breaker    Breaker         `yaml:"breaker"`
+	Nodes      map[string]Node `yaml:"nodes"`
 
 	// file and root locate fields for error messages; empty without a file.
 	file string
@@ -77,12 +80,40 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
+// Retry is an in-process retry policy. In a node's retry block, keys left
+// out (or zero) take the global retry's values.
+type Retry struct {
+	Policy     string        `yaml:"policy"` // none, fixed or exponential
+	Attempts   int           `yaml:"attempts"`
+	Delay      time.Duration `yaml:"delay"`
+	Multiplier float64       `yaml:"multiplier"`
+	MaxDelay   time.Duration `yaml:"max_delay"`
+	Jitter     float64       `yaml:"jitter"`
+}
+
+// Redelivery says how often and how late a task whose attempts were spent
+// is delivered again before it is dead-lettered.
+type Redelivery struct {
+	MaxDeliveries int             `yaml:"max_deliveries"`
+	Backoff       []time.Duration `yaml:"backoff"`
+}
+
+// Breaker configures the circuit breaker of the subscription.
+type Breaker struct {
+	// FailureThreshold is how many consecutive exhausted transient failures
+	// open it; 0 disables the breaker.
+	FailureThreshold int           `yaml:"failure_threshold"`
+	Cooldown         time.Duration `yaml:"cooldown"`
+	MaxCooldown      time.Duration `yaml:"max_cooldown"`
+}
+
 // Node configures one node type. Executor defaults to the node type's name
 // when that is a built-in (echo, sleep, fault).
 type Node struct {
 	Executor    string        `yaml:"executor"`
 	Timeout     time.Duration `yaml:"timeout"`
 	Concurrency int           `yaml:"concurrency"`
+	Retry       *Retry        `yaml:"retry"`
 	// sleep
 	MaxDuration time.Duration `yaml:"max_duration"`
 	// process
@@ -106,8 +137,11 @@ func Default() *Config {
 		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes, MaxMsgSize: queue.DefaultMaxMsgSize},
 		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
 			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, MaxPayload: queue.DefaultMaxMsgSize},
-		Log:   Log{Level: "info", Format: "text"},
-		Nodes: DefaultNodes(),
+		Log:        Log{Level: "info", Format: "text"},
+		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
+		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},
+		Breaker:    Breaker{FailureThreshold: 5, Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute},
+		Nodes:      DefaultNodes(),
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodeq/nodeq/internal/resilience"
 )
 
 func TestDefaultsValid(t *testing.T) {
@@ -138,5 +140,76 @@ func TestByteSize(t *testing.T) {
 	}
 	if s := ByteSize(3 << 20).String(); s != "3MiB" {
 		t.Error(s)
+	}
+}
+
+func TestResilienceConfig(t *testing.T) {
+	yml := `
+retry:
+  attempts: 5
+  jitter: 0.2
+redelivery:
+  max_deliveries: 4
+  backoff: [1s, 10s]
+breaker:
+  failure_threshold: 3
+  cooldown: 10s
+nodes:
+  echo: {}
+  flaky:
+    executor: fault
+    retry:
+      delay: 1s
+      max_delay: 4s
+  once:
+    executor: fault
+    retry: {policy: none}
+`
+	cfg, err := Parse("r.yaml", []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if rd := cfg.RedeliveryPolicy(); rd.MaxDeliveries != 4 || len(rd.Backoff) != 2 || rd.Backoff[1] != 10*time.Second {
+		t.Fatalf("redelivery %+v", rd)
+	}
+	bs, on := cfg.BreakerSettings()
+	if !on || bs.Cooldown != 10*time.Second || bs.MaxCooldown != 5*time.Minute || !bs.ReadyToTrip(resilience.Counts{ConsecutiveFailures: 3}) {
+		t.Fatalf("breaker %+v", bs)
+	}
+	r, _ := cfg.Registry()
+	flaky, _ := r.Lookup("flaky")
+	p, ok := flaky.Retry.(*resilience.Exponential)
+	if !ok || p.Base != time.Second || p.Max != 4*time.Second || p.Attempts != 5 || p.Multiplier != 2 || p.Jitter != 0.2 {
+		t.Fatalf("node retry must inherit unset keys: %+v", flaky.Retry)
+	}
+	once, _ := r.Lookup("once")
+	if _, more := once.Retry.NextRetry(1); more {
+		t.Fatal("policy none retried")
+	}
+	echo, _ := r.Lookup("echo")
+	if echo.Retry != nil {
+		t.Fatal("a node without a retry block must use the consumer default")
+	}
+
+	for yml, want := range map[string]string{
+		"retry:\n  policy: sometimes\n":                                       "r.yaml:2: retry.policy:",
+		"retry:\n  max_delay: 10ms\n":                                         "r.yaml:2: retry.max_delay: 10ms is less than delay 100ms",
+		"redelivery:\n  max_deliveries: 0\n":                                  "r.yaml:2: redelivery.max_deliveries:",
+		"breaker:\n  cooldown: 1m\n  max_cooldown: 10s\n":                     "r.yaml:3: breaker.max_cooldown:",
+		"nodes:\n  f:\n    executor: fault\n    retry:\n      attempts: -1\n": "r.yaml:5: nodes.f.retry.attempts",
+	} {
+		cfg, err := Parse("r.yaml", []byte(yml))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", yml, err, want)
+		}
+	}
+	if _, on := (&Config{Breaker: Breaker{FailureThreshold: 0}}).BreakerSettings(); on {
+		t.Fatal("threshold 0 must disable the breaker")
 	}
 }

@@ -87,6 +87,7 @@ func (c *Config) Validate() error {
 	for _, name := range sortedKeys(c.Nodes) {
 		errs = append(errs, c.validateNode(name, c.Nodes[name])...)
 	}
+	errs = append(errs, c.validateResilience()...)
 	return errors.Join(errs...)
 }
 
@@ -202,7 +203,7 @@ func (c *Config) Registry() (*exec.Registry, error) {
 			err = fmt.Errorf("unknown executor %q", n.executor(name))
 		}
 		if err == nil {
-			err = r.Register(exec.Node{Type: name, Executor: ex, Timeout: n.Timeout, Concurrency: n.Concurrency})
+			err = r.Register(exec.Node{Type: name, Executor: ex, Timeout: n.Timeout, Concurrency: n.Concurrency, Retry: c.nodeRetry(n)})
 		}
 		if err != nil {
 			return nil, c.fieldErrAt([]string{"nodes", name}, "%v", err)

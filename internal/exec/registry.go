@@ -37,6 +37,9 @@ type Node struct {
 	// Concurrency bounds simultaneous executions in this process; 0 means
 	// only the consumer's worker count bounds it.
 	Concurrency int
+	// Retry is the node type's in-process retry policy; nil means the
+	// consumer's default.
+	Retry resilience.Policy
 
 	sem chan struct{}
 }

@@ -11,9 +11,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// Delivery is one message handed to a Handler.
+type Delivery struct {
+	Msg jetstream.Msg
+	// Stopping is closed when the consumer begins to shut down: waits that
+	// are not the node's own work (retry backoff, a paused breaker) should
+	// end and hand the message back.
+	Stopping <-chan struct{}
+}
+
 // Handler processes one delivered message and settles it (ack, nak or
 // term). ctx is cancelled only when a shutdown runs out of time.
-type Handler func(ctx context.Context, msg jetstream.Msg)
+type Handler func(ctx context.Context, d Delivery)
+
+// Gate limits pulling. Allowance blocks while nothing may be pulled and
+// returns how many messages may be pulled now (at least 1). A circuit
+// breaker is a Gate: while it is open the subscription is paused.
+type Gate interface {
+	Allowance(ctx context.Context) (int, error)
+}
 
 // PullOptions tune a Puller. Zero values mean defaults.
 type PullOptions struct {
@@ -25,6 +41,8 @@ type PullOptions struct {
 	// ShutdownTimeout is how long in-flight messages may take to finish after
 	// Run's context is done, before their context is cancelled. Default 30s.
 	ShutdownTimeout time.Duration
+	// Gate, if set, is asked before every pull.
+	Gate Gate
 	// Logger receives pull errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -78,9 +96,18 @@ pulling:
 		case <-ctx.Done():
 			break pulling
 		}
+		limit := p.opts.Workers
+		if p.opts.Gate != nil {
+			allowed, err := p.opts.Gate.Allowance(ctx)
+			if err != nil {
+				idle <- struct{}{}
+				break pulling
+			}
+			limit = min(limit, allowed)
+		}
 		n := 1
 	more:
-		for n < p.opts.Workers {
+		for n < limit {
 			select {
 			case <-idle:
 				n++
@@ -122,7 +149,7 @@ pulling:
 			wg.Add(1)
 			go func() {
 				defer func() { idle <- struct{}{}; wg.Done() }()
-				p.h(workCtx, msg)
+				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx.Done()})
 			}()
 		}
 		for range n - got {

@@ -44,6 +44,14 @@ type Options struct {
 	// RetryDelay is how long a task whose dead-letter record could not be
 	// stored waits before it is delivered again. Default 5s.
 	RetryDelay time.Duration
+	// Retry is the in-process retry policy of node types without their
+	// own. Default resilience.DefaultPolicy().
+	Retry resilience.Policy
+	// Redelivery decides what happens once a delivery's attempts are spent
+	// on transient errors. Default resilience.DefaultRedelivery().
+	Redelivery resilience.Redelivery
+	// Breaker, if set, is acquired before a task runs and told its outcome.
+	Breaker *resilience.Breaker
 	// ID identifies this process in results and records. Default host/pid.
 	ID     string
 	Logger *slog.Logger
@@ -69,6 +77,12 @@ func New(o Options) *Worker {
 	if o.ID == "" {
 		o.ID = DefaultID()
 	}
+	if o.Retry == nil {
+		o.Retry = resilience.DefaultPolicy()
+	}
+	if o.Redelivery.MaxDeliveries <= 0 {
+		o.Redelivery = resilience.DefaultRedelivery()
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -83,14 +97,16 @@ func DefaultID() string {
 
 // failure describes why a task is being dead-lettered.
 type failure struct {
-	reason string
-	kind   resilience.Kind
-	err    error
-	first  time.Time
+	reason   string
+	kind     resilience.Kind
+	err      error
+	first    time.Time
+	attempts int
 }
 
-// Handle settles one message. It is a queue.Handler.
-func (w *Worker) Handle(ctx context.Context, msg jetstream.Msg) {
+// Handle settles one delivery. It is a queue.Handler.
+func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
+	msg := d.Msg
 	received := time.Now()
 	meta, _ := msg.Metadata()
 	var seq uint64
@@ -99,61 +115,137 @@ func (w *Worker) Handle(ctx context.Context, msg jetstream.Msg) {
 		seq, deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
 	log := w.o.Logger.With("stream_seq", seq, "delivery", deliveries)
+	// From here on, JetStream must not redeliver the task elsewhere while
+	// it waits for the breaker, runs, or backs off.
+	defer w.keepAlive(msg, log)()
 
 	env, bad := w.decode(msg)
 	if bad != nil {
 		bad.first = received
-		w.deadLetter(msg, env, bad, 0, log)
+		w.deadLetter(msg, env, bad, log)
 		return
 	}
 	log = log.With("task_id", env.ID, "node_id", env.NodeID, "node_type", env.NodeType)
 	node, ok := w.o.Registry.Lookup(env.NodeType)
 	if !ok {
 		w.deadLetter(msg, env, &failure{reason: dlq.ReasonUnknownNodeType, kind: resilience.Manifest, first: received,
-			err: fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", "))}, 0, log)
+			err: fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", "))}, log)
 		return
 	}
 	if !env.Deadline.IsZero() && !received.Before(env.Deadline) {
 		w.deadLetter(msg, env, &failure{reason: dlq.ReasonDeadline, kind: resilience.Other, first: received,
-			err: fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano))}, 0, log)
+			err: fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano))}, log)
 		return
 	}
 
+	// stopCtx ends when shutdown begins: it bounds waits that are not the node's work.
+	stopCtx, stopCancel := context.WithCancel(ctx)
+	defer stopCancel()
+	go func() {
+		select {
+		case <-d.Stopping:
+			stopCancel()
+		case <-stopCtx.Done():
+		}
+	}()
+	report := func(resilience.Outcome) {}
+	if w.o.Breaker != nil {
+		var err error
+		if report, err = w.o.Breaker.Acquire(stopCtx); err != nil {
+			w.handBack(msg, 0, "shutdown while the circuit breaker held the task", log)
+			return
+		}
+	}
+
+	policy := node.Retry
+	if policy == nil {
+		policy = w.o.Retry
+	}
 	runCtx := ctx
 	if !env.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithDeadline(ctx, env.Deadline)
 		defer cancel()
 	}
-	log = log.With("attempt", 1)
-	stopProgress := w.keepAlive(msg, log)
-	out, err := node.Run(runCtx, env)
-	stopProgress()
-	took := time.Since(received)
-
-	if err != nil {
-		if ctx.Err() != nil {
-			// Shutdown ran out of time: not the task's fault, give it back.
-			log.Warn("task interrupted by shutdown; handing it back", "err", err)
-			if nerr := msg.Nak(); nerr != nil {
-				log.Warn("hand-back failed; the task returns after AckWait", "err", nerr)
-			}
+	start := time.Now()
+	var firstFailure time.Time
+	var err error
+	attempt := 1
+	for ; ; attempt++ {
+		alog := log.With("attempt", attempt)
+		var out []byte
+		out, err = node.Run(exec.WithAttempt(runCtx, exec.Attempt{Number: attempt, Delivery: deliveries}), env)
+		if err == nil {
+			report(resilience.Success)
+			took := time.Since(start)
+			w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
+				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, alog)
+			w.ack(msg, alog)
+			alog.Info("task succeeded", "duration", took)
 			return
 		}
-		f := &failure{reason: dlq.ReasonPermanent, kind: resilience.KindOf(err), err: err, first: received}
-		if !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded) {
-			f.reason = dlq.ReasonDeadline
-		} else if f.kind.Retryable() {
-			f.reason = dlq.ReasonExhausted
+		if firstFailure.IsZero() {
+			firstFailure = time.Now()
 		}
-		w.deadLetter(msg, env, f, 1, log)
-		return
+		kind := resilience.KindOf(err)
+		switch {
+		case ctx.Err() != nil:
+			// Shutdown ran out of time: not the task's fault.
+			report(resilience.Ignored)
+			w.handBack(msg, 0, "task interrupted by shutdown", alog.With("err", err))
+			return
+		case !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded):
+			report(resilience.Ignored)
+			w.deadLetter(msg, env, &failure{reason: dlq.ReasonDeadline, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
+			return
+		case !resilience.Retryable(err):
+			report(resilience.Ignored) // the task's fault, not the downstream's
+			w.deadLetter(msg, env, &failure{reason: dlq.ReasonPermanent, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
+			return
+		}
+		delay, again := policy.NextRetry(attempt)
+		if !again {
+			break
+		}
+		alog.Info("attempt failed; retrying", "error_kind", kind.String(), "err", err, "retry_in", delay)
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-stopCtx.Done():
+			timer.Stop()
+			report(resilience.Ignored)
+			w.handBack(msg, delay, "shutdown during retry backoff", alog)
+			return
+		}
 	}
 
-	w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
-		Attempts: 1, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, log)
-	w.ack(msg, log)
-	log.Info("task succeeded", "duration", took)
+	// Transient failures used up this delivery's attempts.
+	report(resilience.Failure)
+	log = log.With("attempt", attempt)
+	kind := resilience.KindOf(err)
+	if delay, again := w.o.Redelivery.Next(deliveries); again {
+		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", kind.String(), "err", err,
+			"redeliver_in", delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
+		if nerr := msg.NakWithDelay(delay); nerr != nil {
+			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
+		}
+		return
+	}
+	w.deadLetter(msg, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
+}
+
+// handBack returns the message to JetStream for redelivery after delay.
+func (w *Worker) handBack(msg jetstream.Msg, delay time.Duration, why string, log *slog.Logger) {
+	log.Warn(why+"; handing it back", "redeliver_in", delay)
+	var err error
+	if delay > 0 {
+		err = msg.NakWithDelay(delay)
+	} else {
+		err = msg.Nak()
+	}
+	if err != nil {
+		log.Warn("hand-back failed; the task returns after AckWait", "nak_err", err)
+	}
 }
 
 // decode reads and checks the envelope. On failure it returns the envelope
@@ -192,7 +284,7 @@ func (w *Worker) keepAlive(msg jetstream.Msg, log *slog.Logger) func() {
 			case <-stop:
 				return
 			case <-t.C:
-				if err := msg.InProgress(); err != nil {
+				if err := msg.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 					log.Warn("could not extend the ack deadline", "err", err)
 				}
 			}
@@ -212,12 +304,12 @@ func (w *Worker) ack(msg jetstream.Msg, log *slog.Logger) {
 // deadLetter stores a record for the task and only then terminates the
 // original. If the record cannot be stored the original is handed back with
 // a delay and stays in the task stream.
-func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, attempts int, log *slog.Logger) {
+func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, log *slog.Logger) {
 	now := time.Now().UTC()
 	meta, _ := msg.Metadata()
 	rec := &dlq.Record{
 		Reason: f.reason, ErrorKind: f.kind.String(), Error: f.err.Error(), Causes: dlq.CauseChain(f.err),
-		Attempts: attempts, FirstFailure: f.first.UTC(), LastFailure: now, Worker: w.o.ID,
+		Attempts: f.attempts, FirstFailure: f.first.UTC(), LastFailure: now, Worker: w.o.ID,
 		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: msg.Headers(), Data: msg.Data(),
 		NodeType: w.o.Names.NodeTypeOf(msg.Subject()),
 	}
@@ -243,7 +335,7 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, a
 	}
 	if env != nil {
 		w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, ErrorKind: rec.ErrorKind,
-			Error: rec.Error, Attempts: attempts, DurationMS: now.Sub(f.first).Milliseconds(), Worker: w.o.ID}, msg, log)
+			Error: rec.Error, Attempts: f.attempts, DurationMS: now.Sub(f.first).Milliseconds(), Worker: w.o.ID}, msg, log)
 	}
 	if err := msg.TermWithReason(f.reason); err != nil {
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)

@@ -1,0 +1,133 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nodeq/nodeq/internal/resilience"
+)
+
+// inherit fills the zero fields of r from parent.
+func (r Retry) inherit(parent Retry) Retry {
+	if r.Policy == "" {
+		r.Policy = parent.Policy
+	}
+	if r.Attempts == 0 {
+		r.Attempts = parent.Attempts
+	}
+	if r.Delay == 0 {
+		r.Delay = parent.Delay
+	}
+	if r.Multiplier == 0 {
+		r.Multiplier = parent.Multiplier
+	}
+	if r.MaxDelay == 0 {
+		r.MaxDelay = parent.MaxDelay
+	}
+	if r.Jitter == 0 {
+		r.Jitter = parent.Jitter
+	}
+	return r
+}
+
+// policy builds the retry policy, or says which key is wrong.
+func (r Retry) policy() (resilience.Policy, string, error) {
+	switch r.Policy {
+	case "none":
+		return resilience.None(), "", nil
+	case "fixed":
+		if r.Attempts < 1 {
+			return nil, "attempts", fmt.Errorf("%d: want at least 1", r.Attempts)
+		}
+		if r.Delay < 0 {
+			return nil, "delay", errors.New("must not be negative")
+		}
+		return resilience.Fixed(r.Delay, r.Attempts), "", nil
+	case "exponential":
+		switch {
+		case r.Attempts < 1:
+			return nil, "attempts", fmt.Errorf("%d: want at least 1", r.Attempts)
+		case r.Delay <= 0:
+			return nil, "delay", errors.New("must be a positive duration")
+		case r.Multiplier < 1:
+			return nil, "multiplier", fmt.Errorf("%v: want at least 1", r.Multiplier)
+		case r.MaxDelay < r.Delay:
+			return nil, "max_delay", fmt.Errorf("%v is less than delay %v", r.MaxDelay, r.Delay)
+		case r.Jitter < 0 || r.Jitter > 1:
+			return nil, "jitter", fmt.Errorf("%v: want 0..1", r.Jitter)
+		}
+		return &resilience.Exponential{Base: r.Delay, Multiplier: r.Multiplier, Max: r.MaxDelay, Attempts: r.Attempts, Jitter: r.Jitter}, "", nil
+	}
+	return nil, "policy", fmt.Errorf("%q: want none, fixed or exponential", r.Policy)
+}
+
+// RetryPolicy is the global in-process retry policy.
+func (c *Config) RetryPolicy() resilience.Policy {
+	p, _, _ := c.Retry.policy()
+	return p
+}
+
+// RedeliveryPolicy is the redelivery setting.
+func (c *Config) RedeliveryPolicy() resilience.Redelivery {
+	return resilience.Redelivery{MaxDeliveries: c.Redelivery.MaxDeliveries, Backoff: c.Redelivery.Backoff}
+}
+
+// nodeRetry returns a node's policy: its own retry block over the global one.
+func (c *Config) nodeRetry(n Node) resilience.Policy {
+	if n.Retry == nil {
+		return nil
+	}
+	p, _, _ := n.Retry.inherit(c.Retry).policy()
+	return p
+}
+
+// BreakerSettings returns the breaker settings, and false when the breaker is disabled.
+func (c *Config) BreakerSettings() (resilience.BreakerSettings, bool) {
+	if c.Breaker.FailureThreshold <= 0 {
+		return resilience.BreakerSettings{}, false
+	}
+	return resilience.BreakerSettings{
+		ReadyToTrip: resilience.ConsecutiveFailures(uint32(c.Breaker.FailureThreshold)),
+		Cooldown:    c.Breaker.Cooldown,
+		MaxCooldown: c.Breaker.MaxCooldown,
+	}, true
+}
+
+// validateResilience checks retry, redelivery and breaker.
+func (c *Config) validateResilience() []error {
+	var errs []error
+	checkRetry := func(keys []string, r Retry) {
+		if _, field, err := r.policy(); err != nil {
+			if field != "" {
+				keys = append(keys, field)
+			}
+			errs = append(errs, c.fieldErrAt(keys, "%v", err))
+		}
+	}
+	checkRetry([]string{"retry"}, c.Retry)
+	for _, name := range sortedKeys(c.Nodes) {
+		if r := c.Nodes[name].Retry; r != nil {
+			checkRetry([]string{"nodes", name, "retry"}, r.inherit(c.Retry))
+		}
+	}
+	if c.Redelivery.MaxDeliveries < 1 {
+		errs = append(errs, c.fieldErr("redelivery.max_deliveries", "%d: want at least 1 (1 means no redelivery)", c.Redelivery.MaxDeliveries))
+	}
+	for i, d := range c.Redelivery.Backoff {
+		if d <= 0 {
+			errs = append(errs, c.fieldErr("redelivery.backoff", "entry %d (%v) must be a positive duration", i+1, d))
+		}
+	}
+	if c.Breaker.FailureThreshold < 0 {
+		errs = append(errs, c.fieldErr("breaker.failure_threshold", "must not be negative (0 disables the breaker)"))
+	}
+	if c.Breaker.FailureThreshold > 0 {
+		if c.Breaker.Cooldown <= 0 {
+			errs = append(errs, c.fieldErr("breaker.cooldown", "must be a positive duration"))
+		}
+		if c.Breaker.MaxCooldown < c.Breaker.Cooldown {
+			errs = append(errs, c.fieldErr("breaker.max_cooldown", "%v is less than breaker.cooldown %v", c.Breaker.MaxCooldown, c.Breaker.Cooldown))
+		}
+	}
+	return errs
+}
