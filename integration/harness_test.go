@@ -18,6 +18,7 @@ import (
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
 	"github.com/nodeq/nodeq/internal/worker"
 )
@@ -70,7 +71,13 @@ type runnerOpts struct {
 	shutdownTimeout time.Duration
 	maxPayload      int
 	retryDelay      time.Duration
+	retry           resilience.Policy
+	redelivery      resilience.Redelivery
+	breaker         *resilience.Breaker
 }
+
+// pullWait is the test consumers' pull request expiry.
+const pullWait = 200 * time.Millisecond
 
 // start runs a consumer with the given registry until stop.
 func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
@@ -81,9 +88,14 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	w := worker.New(worker.Options{
 		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc,
 		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
+		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker,
 	})
-	p := queue.NewPuller(e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: 200 * time.Millisecond,
-		ShutdownTimeout: o.shutdownTimeout, Logger: testLogger(e.t)})
+	var gate queue.Gate
+	if o.breaker != nil {
+		gate = o.breaker
+	}
+	p := queue.NewPuller(e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
+		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: testLogger(e.t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan bool, 1)}
 	go func() { r.done <- p.Run(ctx) }()
