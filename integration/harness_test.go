@@ -35,6 +35,11 @@ type env struct {
 
 func newEnv(t *testing.T, so queue.StreamOptions) *env {
 	t.Helper()
+	return newEnvWith(t, so, queue.ConsumerOptions{})
+}
+
+func newEnvWith(t *testing.T, so queue.StreamOptions, co queue.ConsumerOptions) *env {
+	t.Helper()
 	srv := natstest.Server(t)
 	nc, js := natstest.Connect(t, srv)
 	names := queue.DefaultNames()
@@ -42,7 +47,7 @@ func newEnv(t *testing.T, so queue.StreamOptions) *env {
 	if err := queue.EnsureStreams(ctx, js, names, so); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := queue.EnsureConsumer(ctx, js, names, queue.ConsumerOptions{})
+	cons, err := queue.EnsureConsumer(ctx, js, names, co)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +79,7 @@ type runnerOpts struct {
 	retry           resilience.Policy
 	redelivery      resilience.Redelivery
 	breaker         *resilience.Breaker
+	ackWait         time.Duration
 }
 
 // pullWait is the test consumers' pull request expiry.
@@ -88,7 +94,7 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	w := worker.New(worker.Options{
 		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc,
 		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
-		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker,
+		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait,
 	})
 	var gate queue.Gate
 	if o.breaker != nil {

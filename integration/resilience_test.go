@@ -390,3 +390,42 @@ func TestAccountingUnderRandomFaults(t *testing.T) {
 		t.Fatal("the load did not exercise both outcomes")
 	}
 }
+
+// TestBackoffStopsAtShutdown: a task sleeping between attempts does not hold
+// up a shutdown; it is handed back for later, not dead-lettered.
+func TestBackoffStopsAtShutdown(t *testing.T) {
+	e := newEnv(t, queue.StreamOptions{})
+	j := &journal{}
+	r := e.start(faultRegistry(j, nil), runnerOpts{retry: resilience.Fixed(20*time.Second, 2), shutdownTimeout: 30 * time.Second})
+	e.publish(&task.Envelope{ID: "s1", NodeType: "fault", Params: task.Params{"kind": "Transport", "times": 1}})
+	eventually(t, 10*time.Second, "the first attempt", func() bool { return len(j.of("s1")) == 1 })
+	start := time.Now()
+	if !r.stop() {
+		t.Fatal("shutdown reported unfinished work")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("shutdown waited %v for a 20s backoff", took)
+	}
+	if m, d := e.streamMsgs(e.names.TaskStream), e.streamMsgs(e.names.DLQStream); m != 1 || d != 0 {
+		t.Fatalf("task stream %d, dead letters %d; the task must stay queued", m, d)
+	}
+}
+
+// TestLongRunKeepsTheTask: a node running for several AckWaits is not
+// redelivered to another worker meanwhile, because the worker signals progress.
+func TestLongRunKeepsTheTask(t *testing.T) {
+	e := newEnvWith(t, queue.StreamOptions{}, queue.ConsumerOptions{AckWait: time.Second})
+	j := &journal{}
+	reg := exec.NewRegistry()
+	_ = reg.Register(exec.Node{Type: "sleep", Executor: j.wrap(exec.Sleep(time.Minute), nil)})
+	e.start(reg, runnerOpts{workers: 2, ackWait: time.Second})
+	e.publish(&task.Envelope{ID: "long", NodeType: "sleep", Params: task.Params{"duration": "3500ms"}})
+	eventually(t, 15*time.Second, "the long task to finish", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })
+	if runs := j.of("long"); len(runs) != 1 || runs[0].err != nil {
+		t.Fatalf("long task ran %d times: %+v", len(runs), runs)
+	}
+	ci, _ := e.cons.Info(context.Background())
+	if ci.NumRedelivered != 0 || ci.Delivered.Consumer != 1 {
+		t.Fatalf("redelivered %d, delivered %d", ci.NumRedelivered, ci.Delivered.Consumer)
+	}
+}
