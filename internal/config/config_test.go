@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,25 @@ nodes:
 	}
 	if _, on := (&Config{Breaker: Breaker{FailureThreshold: 0}}).BreakerSettings(); on {
 		t.Fatal("threshold 0 must disable the breaker")
+	}
+}
+
+// TestReadmeExampleParses keeps the README's configuration example true.
+func TestReadmeExampleParses(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	if !ok {
+		t.Fatal("README has no yaml example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	cfg, err := Parse("README.md", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Nodes["notify"].Retry == nil || cfg.Redelivery.MaxDeliveries != 3 {
+		t.Fatalf("example not read: %+v", cfg)
 	}
 }
