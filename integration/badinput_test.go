@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -113,7 +115,8 @@ func TestFullDLQKeepsTask(t *testing.T) {
 		&task.Envelope{ID: "f1", NodeType: "fault", Params: task.Params{"kind": "Manifest"}}); err != nil {
 		t.Fatal(err)
 	}
-	e.start(reg, runnerOpts{workers: 1, retryDelay: 100 * time.Millisecond})
+	promReg := prometheus.NewRegistry()
+	e.start(reg, runnerOpts{workers: 1, retryDelay: 100 * time.Millisecond, metrics: metrics.New(promReg)})
 	info := func() *jetstream.ConsumerInfo {
 		ci, err := e.cons.Info(context.Background())
 		if err != nil {
@@ -128,6 +131,9 @@ func TestFullDLQKeepsTask(t *testing.T) {
 	if d := e.streamMsgs(e.names.DLQStream); d != 0 {
 		t.Fatalf("%d records in a full DLQ", d)
 	}
+	if n := counterValue(t, promReg, "fault", "dlq_publish_failed"); n < 2 {
+		t.Fatalf("dlq_publish_failed counter %v, want one per refused attempt", n)
+	}
 
 	// Make room: the next delivery stores the record and only then removes the task.
 	cfg := queue.DLQStreamConfig(e.names, queue.StreamOptions{})
@@ -137,6 +143,9 @@ func TestFullDLQKeepsTask(t *testing.T) {
 	eventually(t, 10*time.Second, "the record to be stored", func() bool {
 		return e.streamMsgs(e.names.DLQStream) == 1 && e.streamMsgs(e.names.TaskStream) == 0
 	})
+	if n := counterValue(t, promReg, "fault", "dead_lettered"); n != 1 {
+		t.Fatalf("dead_lettered counter %v", n)
+	}
 	recs := e.records()
 	if recs[0].rec.TaskID != "f1" || recs[0].rec.ErrorKind != "Manifest" || recs[0].rec.Reason != dlq.ReasonPermanent {
 		t.Fatalf("%+v", recs[0].rec)

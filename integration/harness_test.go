@@ -13,9 +13,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -80,6 +82,7 @@ type runnerOpts struct {
 	redelivery      resilience.Redelivery
 	breaker         *resilience.Breaker
 	ackWait         time.Duration
+	metrics         *metrics.Metrics
 }
 
 // pullWait is the test consumers' pull request expiry.
@@ -94,7 +97,7 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	w := worker.New(worker.Options{
 		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc,
 		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
-		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait,
+		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait, Metrics: o.metrics,
 	})
 	var gate queue.Gate
 	if o.breaker != nil {
@@ -234,4 +237,29 @@ func newMsg(m *natsMsg) *nats.Msg {
 		msg.Header.Set(k, v)
 	}
 	return msg
+}
+
+// counterValue reads one nodeq_tasks_total series from a registry, as a
+// scrape would.
+func counterValue(t *testing.T, reg *prometheus.Registry, nodeType, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "nodeq_tasks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["node_type"] == nodeType && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

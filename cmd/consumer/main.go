@@ -5,9 +5,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,10 +18,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/version"
@@ -44,14 +51,15 @@ func main() {
 // flags are the command-line overrides; a flag left unset keeps the value
 // from the environment, the file or the defaults.
 type flags struct {
-	configFile string
-	natsURL    string
-	listen     string
-	dataDir    string
-	workers    int
-	logFormat  string
-	logLevel   string
-	checkOnly  bool
+	configFile  string
+	natsURL     string
+	listen      string
+	dataDir     string
+	workers     int
+	logFormat   string
+	logLevel    string
+	metricsAddr string
+	checkOnly   bool
 }
 
 // run is the whole program; main adds only signals and the exit.
@@ -95,6 +103,7 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default 4)")
 	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default text)")
 	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on host:port at /metrics (default off)")
 	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration and exit")
 	cmd.SetArgs(args)
 	cmd.SetErr(stderr)
@@ -144,6 +153,9 @@ func loadConfig(cmd *cobra.Command, f *flags, getenv func(string) string) (*conf
 	}
 	if set("log-level") {
 		cfg.Log.Level = f.logLevel
+	}
+	if set("metrics-addr") {
+		cfg.Metrics.Addr = f.metricsAddr
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
@@ -201,18 +213,23 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	m, stopMetrics, err := serveMetrics(cfg.Metrics.Addr, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	var breaker *resilience.Breaker
 	var gate queue.Gate
 	if bs, on := cfg.BreakerSettings(); on {
 		bs.Name = names.Consumer
-		bs.OnStateChange = breakerLogger(log, cfg)
+		bs.OnStateChange = breakerLogger(log, cfg, m)
 		breaker = resilience.NewBreaker(bs)
 		gate = breaker
 	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,
 		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, Logger: log,
-		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker,
+		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
 	})
 	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
 		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log})
@@ -234,8 +251,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 }
 
 // breakerLogger logs breaker state changes: an open breaker pauses pulling.
-func breakerLogger(log *slog.Logger, cfg *config.Config) func(name string, from, to resilience.State) {
+func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics) func(name string, from, to resilience.State) {
 	return func(name string, from, to resilience.State) {
+		m.Breaker(name, int(to), to.String())
 		l := log.With("subscription", name, "from", from.String(), "to", to.String())
 		switch to {
 		case resilience.Open:
@@ -246,4 +264,37 @@ func breakerLogger(log *slog.Logger, cfg *config.Config) func(name string, from,
 			l.Info("circuit breaker closed: pulling resumed")
 		}
 	}
+}
+
+// serveMetrics starts the /metrics listener when addr is set and returns the
+// metrics (nil when off) and a function that stops the listener.
+func serveMetrics(addr string, log *slog.Logger) (*metrics.Metrics, func(), error) {
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
+	return m, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +63,7 @@ func TestEmbeddedStartPath(t *testing.T) {
 	defer cancel()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--workers", "2"}, &logs, noEnv)
+		exit <- run(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json", "--workers", "2", "--metrics-addr", "127.0.0.1:0"}, &logs, noEnv)
 	}()
 	deadline := time.Now().Add(15 * time.Second)
 	var ready map[string]any
@@ -100,6 +102,26 @@ func TestEmbeddedStartPath(t *testing.T) {
 	res, err := task.DecodeResult(m.Data, m.Header.Get("Content-Type"))
 	if err != nil || !res.OK || string(res.Output) != "ping" {
 		t.Fatalf("result %+v, %v", res, err)
+	}
+	ml := logs.logLine("metrics listening")
+	if ml == nil {
+		t.Fatal("no metrics listener logged")
+	}
+	// The result is sent just before the ack; the count follows the ack.
+	var body []byte
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + ml["addr"].(string) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `nodeq_tasks_total{node_type="echo",outcome="succeeded"} 1`) {
+			break
+		}
+	}
+	if !strings.Contains(string(body), `nodeq_tasks_total{node_type="echo",outcome="succeeded"} 1`) {
+		t.Fatalf("metrics do not count the task:\n%s", body)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		t.Fatalf("store dir not used: %v", err)

@@ -25,6 +25,7 @@ type Config struct {
 	Streams    Streams         `yaml:"streams"`
 	Consumer   Consumer        `yaml:"consumer"`
 	Log        Log             `yaml:"log"`
+	Metrics    Metrics         `yaml:"metrics"`
 	Retry      Retry           `yaml:"retry"`
 	Redelivery Redelivery      `yaml:"redelivery"`
 	Breaker    Breaker         `yaml:"breaker"`
@@ -72,6 +73,12 @@ type Consumer struct {
 	PullWait        time.Duration `yaml:"pull_wait"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	MaxPayload      ByteSize      `yaml:"max_payload"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Addr is host:port serving /metrics; empty means off.
+	Addr string `yaml:"addr"`
 }
 
 // Log configures logging.

@@ -37,6 +37,11 @@ func (c *Config) Validate() error {
 			bad("embedded.store_dir", "required when nats.url is empty (the embedded server stores tasks there)")
 		}
 	}
+	if c.Metrics.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Addr); err != nil {
+			bad("metrics.addr", "%q is not host:port", c.Metrics.Addr)
+		}
+	}
 	if err := c.QueueNames().Validate(); err != nil {
 		bad("names", "%v", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -52,6 +53,8 @@ type Options struct {
 	Redelivery resilience.Redelivery
 	// Breaker, if set, is acquired before a task runs and told its outcome.
 	Breaker *resilience.Breaker
+	// Metrics, if set, count task outcomes.
+	Metrics *metrics.Metrics
 	// ID identifies this process in results and records. Default host/pid.
 	ID     string
 	Logger *slog.Logger
@@ -115,6 +118,8 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		seq, deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
 	log := w.o.Logger.With("stream_seq", seq, "delivery", deliveries)
+	w.o.Metrics.InFlight(1)
+	defer w.o.Metrics.InFlight(-1)
 	// From here on, JetStream must not redeliver the task elsewhere while
 	// it waits for the breaker, runs, or backs off.
 	defer w.keepAlive(msg, log)()
@@ -152,7 +157,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	if w.o.Breaker != nil {
 		var err error
 		if report, err = w.o.Breaker.Acquire(stopCtx); err != nil {
-			w.handBack(msg, 0, "shutdown while the circuit breaker held the task", log)
+			w.handBack(msg, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
 			return
 		}
 	}
@@ -181,6 +186,8 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 			w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
 				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, alog)
 			w.ack(msg, alog)
+			w.o.Metrics.Task(env.NodeType, metrics.Succeeded)
+			w.o.Metrics.Duration(env.NodeType, took)
 			alog.Info("task succeeded", "duration", took)
 			return
 		}
@@ -192,7 +199,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		case ctx.Err() != nil:
 			// Shutdown ran out of time: not the task's fault.
 			report(resilience.Ignored)
-			w.handBack(msg, 0, "task interrupted by shutdown", alog.With("err", err))
+			w.handBack(msg, env.NodeType, 0, "task interrupted by shutdown", alog.With("err", err))
 			return
 		case !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded):
 			report(resilience.Ignored)
@@ -208,13 +215,14 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 			break
 		}
 		alog.Info("attempt failed; retrying", "error_kind", kind.String(), "err", err, "retry_in", delay)
+		w.o.Metrics.Task(env.NodeType, metrics.Retried)
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
 		case <-stopCtx.Done():
 			timer.Stop()
 			report(resilience.Ignored)
-			w.handBack(msg, delay, "shutdown during retry backoff", alog)
+			w.handBack(msg, env.NodeType, delay, "shutdown during retry backoff", alog)
 			return
 		}
 	}
@@ -229,14 +237,16 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		if nerr := msg.NakWithDelay(delay); nerr != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
+		w.o.Metrics.Task(env.NodeType, metrics.Redelivered)
 		return
 	}
 	w.deadLetter(msg, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
 }
 
 // handBack returns the message to JetStream for redelivery after delay.
-func (w *Worker) handBack(msg jetstream.Msg, delay time.Duration, why string, log *slog.Logger) {
+func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duration, why string, log *slog.Logger) {
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
+	w.o.Metrics.Task(nodeType, metrics.HandedBack)
 	var err error
 	if delay > 0 {
 		err = msg.NakWithDelay(delay)
@@ -328,6 +338,7 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 	log = log.With("reason", f.reason, "error_kind", rec.ErrorKind, "err", rec.Error)
 	if _, err := w.o.DLQ.Write(ctx, rec); err != nil {
 		log.Error("dead-letter record not stored; the task stays in the task stream and is retried", "dlq_err", err, "retry_in", w.o.RetryDelay)
+		w.o.Metrics.Task(rec.NodeType, metrics.DLQPublishFailed)
 		if nerr := msg.NakWithDelay(w.o.RetryDelay); nerr != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
@@ -340,6 +351,7 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 	if err := msg.TermWithReason(f.reason); err != nil {
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
+	w.o.Metrics.Task(rec.NodeType, metrics.DeadLettered)
 	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType))
 }
 
