@@ -36,40 +36,40 @@ const (
 // Record is one dead-lettered task: the original message untouched plus why
 // and where it failed.
 type Record struct {
-	Version int `msgpack:"v"`
+	Version int `msgpack:"v" json:"v"`
 	// Reason is one of the Reason constants.
-	Reason string `msgpack:"reason"`
+	Reason string `msgpack:"reason" json:"reason"`
 	// TaskID, NodeID, NodeType and CorrelationID come from the envelope when
 	// it could be read. NodeType is "_invalid" when it could not.
-	TaskID        string `msgpack:"task_id,omitempty"`
-	NodeID        string `msgpack:"node_id,omitempty"`
-	NodeType      string `msgpack:"node_type"`
-	CorrelationID string `msgpack:"correlation_id,omitempty"`
+	TaskID        string `msgpack:"task_id,omitempty" json:"task_id,omitempty"`
+	NodeID        string `msgpack:"node_id,omitempty" json:"node_id,omitempty"`
+	NodeType      string `msgpack:"node_type" json:"node_type"`
+	CorrelationID string `msgpack:"correlation_id,omitempty" json:"correlation_id,omitempty"`
 	// ErrorKind is the resilience.Kind name, e.g. "Transport".
-	ErrorKind string `msgpack:"error_kind"`
+	ErrorKind string `msgpack:"error_kind" json:"error_kind"`
 	// Error is the error message; Causes is its chain, outermost first.
-	Error  string   `msgpack:"error"`
-	Causes []string `msgpack:"causes,omitempty"`
+	Error  string   `msgpack:"error" json:"error"`
+	Causes []string `msgpack:"causes,omitempty" json:"causes,omitempty"`
 	// Stack is the stack trace of a panic.
-	Stack string `msgpack:"stack,omitempty"`
+	Stack string `msgpack:"stack,omitempty" json:"stack,omitempty"`
 	// Attempts is how many times the node ran in the last delivery;
 	// Deliveries how many times JetStream delivered the task.
-	Attempts   int `msgpack:"attempts"`
-	Deliveries int `msgpack:"deliveries"`
+	Attempts   int `msgpack:"attempts" json:"attempts"`
+	Deliveries int `msgpack:"deliveries" json:"deliveries"`
 	// FirstFailure and LastFailure bound the failures seen.
-	FirstFailure time.Time `msgpack:"first_failure"`
-	LastFailure  time.Time `msgpack:"last_failure"`
+	FirstFailure time.Time `msgpack:"first_failure" json:"first_failure"`
+	LastFailure  time.Time `msgpack:"last_failure" json:"last_failure"`
 	// Worker identifies the consumer process (host/pid).
-	Worker string `msgpack:"worker"`
+	Worker string `msgpack:"worker" json:"worker"`
 	// Subject, Stream and Sequence locate the original message.
-	Subject  string `msgpack:"subject"`
-	Stream   string `msgpack:"stream"`
-	Sequence uint64 `msgpack:"stream_seq"`
+	Subject  string `msgpack:"subject" json:"subject"`
+	Stream   string `msgpack:"stream" json:"stream"`
+	Sequence uint64 `msgpack:"stream_seq" json:"stream_seq"`
 	// NodeqVersion is the version of the consumer that wrote the record.
-	NodeqVersion string `msgpack:"nodeq_version"`
+	NodeqVersion string `msgpack:"nodeq_version" json:"nodeq_version"`
 	// Headers and Data are the original message's headers and body, byte for byte.
-	Headers map[string][]string `msgpack:"headers,omitempty"`
-	Data    []byte              `msgpack:"data"`
+	Headers map[string][]string `msgpack:"headers,omitempty" json:"headers,omitempty"`
+	Data    []byte              `msgpack:"data" json:"data"`
 }
 
 // Encode returns the record's msgpack encoding.
@@ -93,12 +93,15 @@ func Decode(data []byte) (*Record, error) {
 	return &r, nil
 }
 
-// CauseChain lists err and each error it wraps, outermost first, stopping
-// at 16 levels. A join contributes each of its errors' messages.
+// CauseChain lists the messages of err and each error it wraps, outermost
+// first, without repeating a message, stopping at 16 levels. A join
+// contributes each of its errors' messages.
 func CauseChain(err error) []string {
 	var out []string
 	for i := 0; err != nil && i < 16; i++ {
-		out = append(out, err.Error())
+		if msg := err.Error(); len(out) == 0 || out[len(out)-1] != msg {
+			out = append(out, msg) // kind wrappers repeat their cause's message
+		}
 		switch u := err.(type) {
 		case interface{ Unwrap() []error }:
 			for _, e := range u.Unwrap() {

@@ -40,8 +40,16 @@ func TestCauseChain(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q", got)
 	}
+	if got := CauseChain(&wrapper{root}); len(got) != 1 {
+		t.Fatalf("a wrapper with its cause's message repeats it: %q", got)
+	}
 	joined := CauseChain(errors.Join(errors.New("a"), errors.New("b")))
 	if len(joined) != 3 || joined[1] != "a" || joined[2] != "b" {
 		t.Fatalf("%q", joined)
 	}
 }
+
+type wrapper struct{ err error }
+
+func (w *wrapper) Error() string { return w.err.Error() }
+func (w *wrapper) Unwrap() error { return w.err }

@@ -15,6 +15,11 @@ const (
 	HeaderErrorKind = "Nodeq-Error-Kind"
 	HeaderTaskID    = "Nodeq-Task-Id"
 	HeaderReason    = "Nodeq-Reason"
+	// HeaderReplays, on a task message, counts how often it was replayed
+	// from the dead-letter stream.
+	HeaderReplays = "Nodeq-Replays"
+	// HeaderReplayedFrom, on a replayed task, names the record it came from: "<stream>:<seq>".
+	HeaderReplayedFrom = "Nodeq-Replayed-From"
 )
 
 // Writer publishes dead-letter records to <prefix>.<node_type>.

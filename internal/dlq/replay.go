@@ -1,0 +1,171 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+)
+
+// ReplayOptions configure Replay.
+type ReplayOptions struct {
+	// To, if set, is the subject every task is republished to instead of its original one.
+	To string
+	// DryRun selects and reports without publishing or deleting anything.
+	DryRun bool
+	// Limit stops after this many records are replayed (0: no limit).
+	Limit int
+	// Rate caps replays per second (0: as fast as JetStream acknowledges).
+	Rate float64
+	// MaxReplays skips tasks already replayed this many times (0: no cap)...
+	MaxReplays int
+	// ...unless Force is set.
+	Force bool
+	// Progress, if set, is called after each record with the running totals.
+	Progress func(ReplaySummary)
+}
+
+// ReplaySummary counts a replay.
+type ReplaySummary struct {
+	// Selected is how many records the filter selected (within Limit).
+	Selected int
+	// Replayed were republished and their records deleted.
+	Replayed int
+	// Duplicates were republished earlier (an interrupted replay) and are
+	// now only deleted: JetStream recognised the replay ID.
+	Duplicates int
+	// Skipped were left in place: over MaxReplays, or undecodable.
+	Skipped int
+	// Failed could not be republished or deleted; their records stay.
+	Failed int
+	// Errors describe the first failures (at most 20).
+	Errors []string
+}
+
+// ReplayMsgID is the Nats-Msg-Id of the replay of record seq of stream: the
+// same for every attempt to replay that record, so that JetStream drops a
+// second republish within its duplicate window, and different from the
+// task's original ID, which the window would otherwise drop.
+func ReplayMsgID(stream string, seq uint64) string {
+	return "replay:" + stream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// Replay republishes the original tasks of the selected records, oldest
+// first, as they stood when it started: records stored later are not
+// included. A record is deleted only after JetStream acknowledged its task.
+// The task carries its original headers, a Nodeq-Replays count one higher,
+// and Nodeq-Replayed-From.
+func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplaySummary, error) {
+	var sum ReplaySummary
+	last, _, err := s.Snapshot(ctx)
+	if err != nil {
+		return sum, err
+	}
+	var limiter *rate.Limiter
+	if o.Rate > 0 {
+		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
+	}
+	fail := func(format string, args ...any) {
+		sum.Failed++
+		if len(sum.Errors) < 20 {
+			sum.Errors = append(sum.Errors, fmt.Sprintf(format, args...))
+		}
+	}
+	errLimit := errors.New("limit reached")
+	err = s.Scan(ctx, f, last, func(e Entry) error {
+		if o.Limit > 0 && sum.Replayed+sum.Duplicates >= o.Limit {
+			return errLimit
+		}
+		sum.Selected++
+		defer func() {
+			if o.Progress != nil {
+				o.Progress(sum)
+			}
+		}()
+		if e.Record == nil {
+			sum.Skipped++
+			return nil
+		}
+		r := e.Record
+		if o.MaxReplays > 0 && !o.Force && r.ReplayCount() >= o.MaxReplays {
+			sum.Skipped++
+			return nil
+		}
+		if o.DryRun {
+			sum.Replayed++
+			return nil
+		}
+		if limiter != nil {
+			if err := limiter.Wait(ctx); err != nil {
+				return err
+			}
+		}
+		msg := nats.NewMsg(r.Subject)
+		if o.To != "" {
+			msg.Subject = o.To
+		}
+		msg.Data = r.Data
+		for k, vs := range r.Headers {
+			msg.Header[k] = append([]string(nil), vs...)
+		}
+		msg.Header.Set(HeaderReplays, strconv.Itoa(r.ReplayCount()+1))
+		msg.Header.Set(HeaderReplayedFrom, s.stream+":"+strconv.FormatUint(e.Seq, 10))
+		msg.Header.Set(nats.MsgIdHdr, ReplayMsgID(s.stream, e.Seq))
+		ack, err := s.js.PublishMsg(ctx, msg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fail("record %d (task %s): republish to %s: %v", e.Seq, r.TaskID, msg.Subject, err)
+			return nil
+		}
+		if err := s.Delete(ctx, e.Seq); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fail("record %d (task %s): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %v", e.Seq, r.TaskID, err)
+			return nil
+		}
+		if ack.Duplicate {
+			sum.Duplicates++
+		} else {
+			sum.Replayed++
+		}
+		return nil
+	})
+	if errors.Is(err, errLimit) {
+		err = nil
+	}
+	return sum, err
+}
+
+// Purge deletes the selected records and returns how many. With an empty
+// filter it purges the whole stream at once.
+func (s *Store) Purge(ctx context.Context, f *Filter) (int, error) {
+	last, n, err := s.Snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if f.IsZero() {
+		st, err := s.js.Stream(ctx, s.stream)
+		if err != nil {
+			return 0, err
+		}
+		// Only what was there when the purge began: records stored since stay.
+		return int(n), st.Purge(ctx, jetstream.WithPurgeSequence(last+1))
+	}
+	var seqs []uint64
+	if err := s.Scan(ctx, f, last, func(e Entry) error { seqs = append(seqs, e.Seq); return nil }); err != nil {
+		return 0, err
+	}
+	for i, seq := range seqs {
+		if err := s.Delete(ctx, seq); err != nil {
+			return i, fmt.Errorf("delete record %d: %w", seq, err)
+		}
+	}
+	return len(seqs), nil
+}

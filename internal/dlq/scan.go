@@ -1,0 +1,165 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Store reads and changes the dead-letter stream.
+type Store struct {
+	js     jetstream.JetStream
+	stream string
+	prefix string
+}
+
+// NewStore returns a Store for the stream with the given name and subject prefix.
+func NewStore(js jetstream.JetStream, stream, prefix string) *Store {
+	return &Store{js: js, stream: stream, prefix: prefix}
+}
+
+// Entry is one stored record.
+type Entry struct {
+	Seq     uint64
+	Time    time.Time // when the record was stored
+	Subject string
+	Header  nats.Header
+	Record  *Record
+	// Err is set when the message could not be decoded as a record; Record is nil then.
+	Err error
+}
+
+// Snapshot returns the stream's last sequence: a scan up to it sees a fixed
+// selection, whatever is added while it runs.
+func (s *Store) Snapshot(ctx context.Context) (last uint64, msgs uint64, err error) {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return 0, 0, fmt.Errorf("dead-letter stream %s: %w", s.stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("dead-letter stream %s: %w", s.stream, err)
+	}
+	return info.State.LastSeq, info.State.Msgs, nil
+}
+
+// Scan calls fn for every record up to sequence last (0 means the current
+// last) that f selects, oldest first. Undecodable messages are passed with
+// Err set when f has no record-level conditions. fn returning an error stops
+// the scan with that error.
+func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry) error) error {
+	if last == 0 {
+		var err error
+		if last, _, err = s.Snapshot(ctx); err != nil {
+			return err
+		}
+	}
+	if last == 0 || (f.AfterSeq > 0 && f.AfterSeq >= last) {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	for _, t := range f.NodeTypes {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, s.prefix+"."+t)
+	}
+	switch {
+	case f.AfterSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.AfterSeq+1
+	case !f.Since.IsZero():
+		since := f.Since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, cfg)
+	if err != nil {
+		return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
+	}
+	defer it.Stop()
+	type next struct {
+		msg jetstream.Msg
+		err error
+	}
+	for {
+		// Messages() has no context: wait for it in a goroutine we can abandon.
+		ch := make(chan next, 1)
+		go func() { m, err := it.Next(); ch <- next{m, err} }()
+		var n next
+		select {
+		case n = <-ch:
+		case <-ctx.Done():
+			it.Stop()
+			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			// Nothing more arrives: the records still pending were deleted meanwhile.
+			it.Stop()
+			return nil
+		}
+		if n.err != nil {
+			if errors.Is(n.err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("read dead-letter stream %s: %w", s.stream, n.err)
+		}
+		meta, err := n.msg.Metadata()
+		if err != nil {
+			return err
+		}
+		seq := meta.Sequence.Stream
+		if seq > last || (f.BeforeSeq > 0 && seq >= f.BeforeSeq) || (!f.Until.IsZero() && !meta.Timestamp.Before(f.Until)) {
+			return nil
+		}
+		e := Entry{Seq: seq, Time: meta.Timestamp, Subject: n.msg.Subject(), Header: n.msg.Headers()}
+		e.Record, e.Err = Decode(n.msg.Data())
+		selected := e.Err == nil && f.Matches(e.Record, seq, meta.Timestamp) ||
+			e.Err != nil && f.onlyNodeTypes() // an unreadable record matches only filters it can be checked against
+		if selected {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if seq >= last || meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// onlyNodeTypes reports whether f has no conditions beyond node types
+// (which the subject already applied).
+func (f *Filter) onlyNodeTypes() bool {
+	g := *f
+	g.NodeTypes = nil
+	return g.IsZero()
+}
+
+// Get returns the record at seq.
+func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream %s: %w", s.stream, err)
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("record %d: %w", seq, err)
+	}
+	e := &Entry{Seq: m.Sequence, Time: m.Time, Subject: m.Subject, Header: m.Header}
+	e.Record, e.Err = Decode(m.Data)
+	return e, nil
+}
+
+// Delete removes the record at seq.
+func (s *Store) Delete(ctx context.Context, seq uint64) error {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return err
+	}
+	return st.DeleteMsg(ctx, seq)
+}
