@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -56,8 +57,9 @@ func newEnvWith(t *testing.T, so queue.StreamOptions, co queue.ConsumerOptions) 
 	return &env{t: t, srv: srv, nc: nc, js: js, names: names, cons: cons}
 }
 
+// testLogger logs to the test output when NODEQ_TEST_LOG is set.
 func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
+	if os.Getenv("NODEQ_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))

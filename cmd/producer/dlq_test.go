@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// failSome publishes failing tasks through the CLI, one at a time, so that
+// their records are stored in order.
+func failSome(t *testing.T, url string) {
+	t.Helper()
+	nc, _ := nats.Connect(url)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for i, args := range [][]string{
+		{"publish", "fault", `{"w":0}`, "--param", "kind=Manifest", "--param", "message=width must be positive", "--node-id", "n1"},
+		{"publish", "fault", `{"w":-1}`, "--param", "kind=Manifest", "--param", "message=width must be positive", "--node-id", "n2"},
+		{"publish", "fault", "--param", "kind=Transport", "--param", "message=thumbs: 503", "--id", "t-transport"},
+		{"publish", "fault", "--param", "panic=true", "--param", "message=nil map"},
+	} {
+		if code, _, errOut := runProducer(t, "", append(args, "--nats-url", url)...); code != exitOK {
+			t.Fatalf("%v: %s", args, errOut)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s, _ := js.Stream(t.Context(), "NODEQ_DLQ")
+			info, _ := s.Info(t.Context())
+			if info.State.Msgs == uint64(i+1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d records", info.State.Msgs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func TestDLQCommands(t *testing.T) {
+	url := startConsumer(t)
+	failSome(t, url)
+	dlqRun := func(stdin string, args ...string) (int, string, string) {
+		return runProducer(t, stdin, append(append([]string{"dlq"}, args...), "--nats-url", url)...)
+	}
+
+	code, out, _ := dlqRun("", "list")
+	if code != 0 || !strings.Contains(out, "4 matching records, newest first") || strings.Index(out, "nil map") > strings.Index(out, "width must be positive") {
+		t.Fatalf("list (newest first):\n%s", out)
+	}
+	code, out, _ = dlqRun("", "list", "--limit", "2", "--kind", "manifest")
+	if code != 0 || !strings.Contains(out, "2 matching records") || strings.Contains(out, "503") {
+		t.Fatalf("list --kind:\n%s", out)
+	}
+	code, out, _ = dlqRun("", "list", "--limit", "1")
+	if code != 0 || !strings.Contains(out, "1 of 4 matching records, newest first; next page: --before-seq 4") {
+		t.Fatalf("list paging:\n%s", out)
+	}
+	code, out, _ = dlqRun("", "list", "--json", "--task-id", "t-transport")
+	var item listItem
+	if code != 0 || json.Unmarshal([]byte(out), &item) != nil || item.ErrorKind != "Transport" || item.Seq != 3 {
+		t.Fatalf("list --json:\n%s", out)
+	}
+
+	code, out, _ = dlqRun("", "show", "1")
+	for _, want := range []string{"reason          permanent_error", "node id         n1", "error           width must be positive", `"w": 0`, "Nats-Msg-Id:", "tasks.fault (stream NODEQ_TASKS, seq 1)"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("show does not contain %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = dlqRun("", "show", "4")
+	if code != 0 || !strings.Contains(out, "stack trace:") || !strings.Contains(out, "(*fault).execute") {
+		t.Fatalf("show of a panic:\n%s", out)
+	}
+	if code, _, errOut := dlqRun("", "show", "x"); code != exitUsage || !strings.Contains(errOut, "sequence number") {
+		t.Fatalf("show x: %d %s", code, errOut)
+	}
+
+	code, out, _ = dlqRun("", "stats")
+	if code != 0 || !strings.Contains(out, "4 records in 3 groups") || !regexpLine(out, "fault", "Manifest", "2", "width must be positive (2)") {
+		t.Fatalf("stats:\n%s", out)
+	}
+
+	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run: would replay 2 records, skip 0; nothing was changed") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--rate", "100/s")
+	if code != 0 || !strings.Contains(out, "replayed 2, already replayed 0, skipped 0, failed 0") {
+		t.Fatalf("replay:\n%s", out)
+	}
+	if code, _, errOut := dlqRun("", "replay", "--rate", "fast"); code != exitUsage || !strings.Contains(errOut, "--rate") {
+		t.Fatalf("bad rate: %d %s", code, errOut)
+	}
+	if code, _, errOut := dlqRun("", "list", "--since", "yesterday"); code != exitUsage || !strings.Contains(errOut, "--since") {
+		t.Fatalf("bad since: %d %s", code, errOut)
+	}
+
+	code, _, errOut := dlqRun("n\n", "purge", "--kind", "Other")
+	if code != exitFailed || !strings.Contains(errOut, "Delete 1 matching records?") || !strings.Contains(errOut, "nothing was deleted") {
+		t.Fatalf("purge answered no: %d %s", code, errOut)
+	}
+	code, out, _ = dlqRun("y\n", "purge", "--kind", "Other")
+	if code != 0 || !strings.Contains(out, "purged 1 records") {
+		t.Fatalf("purge answered yes: %d %s", code, out)
+	}
+	code, out, _ = dlqRun("", "list", "--kind", "Other")
+	if code != 0 || !strings.Contains(out, "no matching records") {
+		t.Fatalf("after purge:\n%s", out)
+	}
+}
+
+// regexpLine reports whether some line contains every field in order.
+func regexpLine(out string, fields ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := line, true
+		for _, f := range fields {
+			i := strings.Index(rest, f)
+			if i < 0 {
+				ok = false
+				break
+			}
+			rest = rest[i+len(f):]
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
