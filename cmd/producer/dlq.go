@@ -268,9 +268,22 @@ func describe(en *dlq.Entry) shownRecord {
 		out.DataHex = hex.EncodeToString(r.Data)
 		return out
 	}
-	out.Task = map[string]any{"v": env.Version, "id": env.ID, "node_id": env.NodeID, "node_type": env.NodeType,
-		"correlation_id": env.CorrelationID, "params": env.Params, "created_at": env.CreatedAt, "deadline": env.Deadline,
-		"reply_to": env.ReplyTo, "payload_encoding": env.PayloadEncoding.String()}
+	t := map[string]any{"v": env.Version, "id": env.ID, "node_type": env.NodeType, "payload_encoding": env.PayloadEncoding.String()}
+	for k, v := range map[string]string{"node_id": env.NodeID, "correlation_id": env.CorrelationID, "reply_to": env.ReplyTo} {
+		if v != "" {
+			t[k] = v
+		}
+	}
+	if len(env.Params) > 0 {
+		t["params"] = env.Params
+	}
+	if !env.CreatedAt.IsZero() {
+		t["created_at"] = env.CreatedAt
+	}
+	if !env.Deadline.IsZero() {
+		t["deadline"] = env.Deadline
+	}
+	out.Task = t
 	out.Payload = decodePayload(env)
 	return out
 }
