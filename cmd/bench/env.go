@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/task"
+	"github.com/nodeq/nodeq/internal/worker"
+)
+
+// bench is one embedded server (file storage, default sync) shared by every row.
+type bench struct {
+	srv   *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	names queue.Names
+	log   *slog.Logger
+}
+
+func newBench(dir string) (*bench, error) {
+	srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir})
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, err
+	}
+	return &bench{srv: srv, nc: nc, js: js, names: queue.DefaultNames(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil
+}
+
+func (b *bench) close() {
+	b.nc.Close()
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}
+
+// reset deletes and recreates the streams and the durable consumer, so
+// every repetition starts empty.
+func (b *bench) reset(ctx context.Context) (jetstream.Consumer, error) {
+	for _, s := range []string{b.names.TaskStream, b.names.DLQStream} {
+		_ = b.js.DeleteStream(ctx, s)
+	}
+	if err := queue.EnsureStreams(ctx, b.js, b.names, queue.StreamOptions{DLQMaxBytes: 8 << 30}); err != nil {
+		return nil, err
+	}
+	return queue.EnsureConsumer(ctx, b.js, b.names, queue.ConsumerOptions{})
+}
+
+// payload is the 256-byte payload of every benchmark task.
+var payload = []byte(fmt.Sprintf("%-256s", "nodeq benchmark payload"))[:256]
+
+// taskMsgs builds n echo task messages (params may be nil).
+func (b *bench) taskMsgs(n int, nodeType string, params func(i int) task.Params) ([]*nats.Msg, error) {
+	pub := queue.NewPublisher(b.js, b.names)
+	msgs := make([]*nats.Msg, n)
+	for i := range n {
+		env := &task.Envelope{ID: "t" + strconv.Itoa(i), NodeType: nodeType, Payload: payload}
+		if params != nil {
+			env.Params = params(i)
+		}
+		m, err := pub.Message(env)
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = m
+	}
+	return msgs, nil
+}
+
+// publishAll publishes msgs asynchronously and waits for every PubAck.
+func (b *bench) publishAll(ctx context.Context, msgs []*nats.Msg) error {
+	for _, m := range msgs {
+		if _, err := b.js.PublishMsgAsync(m); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-b.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// nodeq runs a nodeq consumer (Puller + Worker, as cmd/consumer wires them)
+// until stop is called; onSettled is called after each handled message.
+type nodeq struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type nodeqOpts struct {
+	workers    int
+	registry   *exec.Registry
+	retry      resilience.Policy
+	redelivery resilience.Redelivery
+	breaker    *resilience.Breaker
+	onHandled  func(msg jetstream.Msg)
+}
+
+func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) *nodeq {
+	w := worker.New(worker.Options{Names: b.names, Registry: o.registry, DLQ: dlq.NewWriter(b.js, b.names.DLQPrefix),
+		Replier: b.nc, Logger: b.log, Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker})
+	h := w.Handle
+	if o.onHandled != nil {
+		h = func(ctx context.Context, d queue.Delivery) {
+			w.Handle(ctx, d)
+			o.onHandled(d.Msg)
+		}
+	}
+	var gate queue.Gate
+	if o.breaker != nil {
+		gate = o.breaker
+	}
+	p := queue.NewPuller(cons, h, queue.PullOptions{Workers: o.workers, Gate: gate, Logger: b.log})
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &nodeq{cancel: cancel, done: make(chan struct{})}
+	go func() { p.Run(ctx); close(n.done) }()
+	return n
+}
+
+func (n *nodeq) stop() { n.cancel(); <-n.done }
+
+func echoRegistry() *exec.Registry {
+	r := exec.NewRegistry()
+	_ = r.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
+	_ = r.Register(exec.Node{Type: "fault", Executor: exec.Fault()})
+	return r
+}
+
+// waitCount waits until counter reaches n or the timeout passes.
+func waitCount(counter *atomic.Int64, n int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for counter.Load() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d done after %v", counter.Load(), n, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// peakRSS returns a process's peak resident set size in bytes (Linux).
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	var kb int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
