@@ -115,12 +115,13 @@ type nodeqOpts struct {
 	retry      resilience.Policy
 	redelivery resilience.Redelivery
 	breaker    *resilience.Breaker
+	ackAsync   bool
 	onHandled  func(msg jetstream.Msg)
 }
 
 func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) *nodeq {
 	w := worker.New(worker.Options{Names: b.names, Registry: o.registry, DLQ: dlq.NewWriter(b.js, b.names.DLQPrefix),
-		Replier: b.nc, Logger: b.log, Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker})
+		Replier: b.nc, Logger: b.log, Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckAsync: o.ackAsync})
 	h := w.Handle
 	if o.onHandled != nil {
 		h = func(ctx context.Context, d queue.Delivery) {

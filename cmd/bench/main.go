@@ -62,7 +62,7 @@ func main() {
 	flag.Float64Var(&c.minSeconds, "min-seconds", 2, "size each throughput measurement to run at least this long")
 	flag.BoolVar(&c.quick, "quick", false, "small smoke run: 1 repetition, short rows")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the report as JSON to this file")
-	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 16-worker consumption row")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 16-worker, sync-ack consumption row")
 	flag.Parse()
 	if c.quick {
 		c.reps, c.minSeconds = 1, 0.2
@@ -140,32 +140,42 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		return nil, err
 	}
 	var nodeq16 float64
-	for _, w := range []int{1, 4, 16} {
-		step(fmt.Sprintf("nodeq consumption, %d workers", w))
-		var stop func()
-		if w == 16 && c.cpuProfile != "" {
-			f, err := os.Create(c.cpuProfile)
+	for _, ackAsync := range []bool{true, false} {
+		for _, w := range []int{1, 4, 16, 128} {
+			mode, baseline, baseName, target := "sync ack", rawDouble, "raw Consume, DoubleAck one at a time", "> 1"
+			if ackAsync {
+				mode, baseline, baseName, target = "async ack", rawAsync, "raw Consume, async Ack", ">= 0.8"
+			}
+			step(fmt.Sprintf("nodeq consumption, %d workers, %s", w, mode))
+			var stop func()
+			if w == 16 && ackAsync == (os.Getenv("NODEQ_BENCH_PROFILE_ASYNC") != "") && c.cpuProfile != "" {
+				f, err := os.Create(c.cpuProfile)
+				if err != nil {
+					return nil, err
+				}
+				_ = pprof.StartCPUProfile(f)
+				stop = func() { pprof.StopCPUProfile(); f.Close() }
+			}
+			r, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, w, ackAsync, nil) })
+			if stop != nil {
+				stop()
+			}
 			if err != nil {
 				return nil, err
 			}
-			_ = pprof.StartCPUProfile(f)
-			stop = func() { pprof.StopCPUProfile(); f.Close() }
+			if w == 16 && !ackAsync {
+				nodeq16 = r
+			}
+			met := r >= 0.8*baseline
+			if !ackAsync {
+				met = r > baseline
+			}
+			if w != 16 {
+				target = ""
+			}
+			add(Row{Name: fmt.Sprintf("consume echo, %d workers, %s", w, mode), Unit: "msgs/s", Nodeq: r, Baseline: baseline, BaselineName: baseName}, target, met)
 		}
-		r, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, w, nil) })
-		if stop != nil {
-			stop()
-		}
-		if err != nil {
-			return nil, err
-		}
-		if w == 16 {
-			nodeq16 = r
-		}
-		add(Row{Name: fmt.Sprintf("consume echo, %d workers", w), Unit: "msgs/s", Nodeq: r, Baseline: rawAsync, BaselineName: "raw Consume, async Ack"},
-			map[bool]string{true: ">= 0.8"}[w == 16], r >= 0.8*rawAsync)
 	}
-	add(Row{Name: "consume echo, 16 workers", Unit: "msgs/s", Nodeq: nodeq16, Baseline: rawDouble, BaselineName: "raw Consume, DoubleAck one at a time"},
-		"> 1", nodeq16 > rawDouble)
 
 	step("latency")
 	rate := min(2000, nodeq16/2)
@@ -205,7 +215,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		return task.Params{"probability": 0}
 	}
 	healthy := func(int) task.Params { return task.Params{"probability": 0} }
-	base, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, healthy) })
+	base, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, false, healthy) })
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +223,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		name   string
 		params func(int) task.Params
 	}{{"10% fail transiently once (1ms backoff), 16 workers", transient}, {"1% fail permanently (dead-lettered), 16 workers", permanent}} {
-		v, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, r.params) })
+		v, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, false, r.params) })
 		if err != nil {
 			return nil, err
 		}

@@ -69,14 +69,14 @@ func (b *bench) prepare(ctx context.Context, n int, params func(int) task.Params
 }
 
 // consumeNodeq measures nodeq's consumer over n pre-published tasks.
-func (b *bench) consumeNodeq(ctx context.Context, n, workers int, params func(int) task.Params) (float64, error) {
+func (b *bench) consumeNodeq(ctx context.Context, n, workers int, ackAsync bool, params func(int) task.Params) (float64, error) {
 	cons, err := b.prepare(ctx, n, params)
 	if err != nil {
 		return 0, err
 	}
 	var count atomic.Int64
 	start := time.Now()
-	q := b.startNodeq(cons, nodeqOpts{workers: workers, registry: echoRegistry(), retry: resilience.Fixed(time.Millisecond, 3),
+	q := b.startNodeq(cons, nodeqOpts{workers: workers, registry: echoRegistry(), ackAsync: ackAsync, retry: resilience.Fixed(time.Millisecond, 3),
 		redelivery: resilience.Redelivery{MaxDeliveries: 1}, onHandled: func(jetstream.Msg) { count.Add(1) }})
 	defer q.stop()
 	if err := waitCount(&count, int64(n), 5*time.Minute); err != nil {

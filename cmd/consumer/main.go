@@ -228,7 +228,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,
-		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, Logger: log,
+		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, AckAsync: cfg.Consumer.Ack == "async", Logger: log,
 		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
 	})
 	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,

@@ -423,7 +423,7 @@ func dlqReplayCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *co
 	cmd := &cobra.Command{
 		Use:   "replay",
 		Short: "Republish the selected records' tasks, then delete the records",
-		Long: `Republish the original task of every selected record (oldest first) to its original
+		Long: `Republish the original task of every selected record (oldest first, 32 at a time) to its original
 subject, or --to another, and delete each record once JetStream has stored its task.
 The selection is fixed when the replay starts. A replay that is interrupted can simply be
 run again: within the task stream's duplicate window (2 minutes) a record already

@@ -73,6 +73,8 @@ type Consumer struct {
 	PullWait        time.Duration `yaml:"pull_wait"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	MaxPayload      ByteSize      `yaml:"max_payload"`
+	// Ack is "sync" (wait for the server to confirm each ack) or "async".
+	Ack string `yaml:"ack"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -143,7 +145,7 @@ func Default() *Config {
 		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
 		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes, MaxMsgSize: queue.DefaultMaxMsgSize},
 		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, MaxPayload: queue.DefaultMaxMsgSize},
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, MaxPayload: queue.DefaultMaxMsgSize, Ack: "sync"},
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
 		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},

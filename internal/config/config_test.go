@@ -94,6 +94,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"misplaced field", "nodes:\n  echo:\n    url: http://x\n", []string{"bad.yaml:3: nodes.echo.url: only applies to executor http"}},
 		{"bad node name", "nodes:\n  a.b: {executor: echo}\n", []string{"bad.yaml:2: nodes.a.b: invalid node type name"}},
 		{"log format", "log:\n  format: xml\n", []string{"bad.yaml:2: log.format:"}},
+		{"ack mode", "consumer:\n  ack: maybe\n", []string{"bad.yaml:2: consumer.ack:"}},
 		{"two errors", "consumer:\n  workers: 0\nlog:\n  level: loud\n", []string{"bad.yaml:2: consumer.workers", "bad.yaml:4: log.level"}},
 	}
 	for _, c := range cases {

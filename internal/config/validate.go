@@ -73,6 +73,9 @@ func (c *Config) Validate() error {
 		bad("consumer.pull_wait", "%v is outside 100ms..1m", c.Consumer.PullWait)
 	}
 	positiveDur("consumer.shutdown_timeout", c.Consumer.ShutdownTimeout)
+	if c.Consumer.Ack != "sync" && c.Consumer.Ack != "async" {
+		bad("consumer.ack", "%q: want sync or async", c.Consumer.Ack)
+	}
 	if c.Consumer.MaxPayload <= 0 {
 		bad("consumer.max_payload", "must be positive")
 	}

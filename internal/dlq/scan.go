@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,9 @@ type Store struct {
 	js     jetstream.JetStream
 	stream string
 	prefix string
+
+	mu     sync.Mutex
+	handle jetstream.Stream // looked up once, for deletes and gets
 }
 
 // NewStore returns a Store for the stream with the given name and subject prefix.
@@ -140,11 +144,25 @@ func (f *Filter) onlyNodeTypes() bool {
 	return g.IsZero()
 }
 
+// streamHandle returns the stream, looking it up on first use.
+func (s *Store) streamHandle(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handle == nil {
+		st, err := s.js.Stream(ctx, s.stream)
+		if err != nil {
+			return nil, fmt.Errorf("dead-letter stream %s: %w", s.stream, err)
+		}
+		s.handle = st
+	}
+	return s.handle, nil
+}
+
 // Get returns the record at seq.
 func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.streamHandle(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dead-letter stream %s: %w", s.stream, err)
+		return nil, err
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if err != nil {
@@ -157,7 +175,7 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
 
 // Delete removes the record at seq.
 func (s *Store) Delete(ctx context.Context, seq uint64) error {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.streamHandle(ctx)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,8 @@ const (
 	HeaderMsgID       = jetstream.MsgIDHeader
 )
 
+var contentTypeMsgpack = []string{task.ContentTypeMsgpack}
+
 // Publisher publishes tasks onto their subjects in the task stream.
 type Publisher struct {
 	js    jetstream.JetStream
@@ -51,11 +53,9 @@ func (p *Publisher) Message(env *task.Envelope) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(p.names.TaskSubject(env.NodeType))
-	msg.Data = data
-	msg.Header.Set(HeaderContentType, task.ContentTypeMsgpack)
-	msg.Header.Set(HeaderMsgID, env.ID)
-	return msg, nil
+	// Both header names are already in canonical form: assign, do not Set.
+	return &nats.Msg{Subject: p.names.TaskSubject(env.NodeType), Data: data,
+		Header: nats.Header{HeaderContentType: contentTypeMsgpack, HeaderMsgID: {env.ID}}}, nil
 }
 
 // Publish publishes one task and waits for JetStream's acknowledgement.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,9 @@ type PullOptions struct {
 	// ShutdownTimeout is how long in-flight messages may take to finish after
 	// Run's context is done, before their context is cancelled. Default 30s.
 	ShutdownTimeout time.Duration
+	// Linger is how long a pull waits for more workers to become idle while
+	// fewer than half are, so that one request serves several. Default 500µs.
+	Linger time.Duration
 	// Gate, if set, is asked before every pull.
 	Gate Gate
 	// Logger receives pull errors. Default slog.Default().
@@ -63,6 +67,9 @@ func NewPuller(cons jetstream.Consumer, h Handler, o PullOptions) *Puller {
 	if o.PullWait <= 0 {
 		o.PullWait = time.Second
 	}
+	if o.Linger <= 0 {
+		o.Linger = 500 * time.Microsecond
+	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
@@ -83,10 +90,40 @@ func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
 	for range p.opts.Workers {
 		idle <- struct{}{}
 	}
+	release := func(n int) {
+		for range n {
+			idle <- struct{}{}
+		}
+	}
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// A fixed pool of long-lived workers: a goroutine per message would pay
+	// for a fresh stack (and its growth) every time.
+	work := make(chan jetstream.Msg)
+	var workers sync.WaitGroup
+	for range p.opts.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for msg := range work {
+				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx.Done()})
+				release(1)
+			}
+		}()
+	}
 	var wg sync.WaitGroup
-	failures := 0
+	var failures atomic.Int64
+	// backoff waits after a failed pull, longer the more failures in a row.
+	backoff := func(err error) bool {
+		n := failures.Add(1)
+		log.Warn("pull request failed; retrying", "err", err, "consecutive_failures", n)
+		select {
+		case <-time.After(min(time.Duration(n)*200*time.Millisecond, 5*time.Second)):
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 
 pulling:
 	for {
@@ -100,72 +137,83 @@ pulling:
 		if p.opts.Gate != nil {
 			allowed, err := p.opts.Gate.Allowance(ctx)
 			if err != nil {
-				idle <- struct{}{}
+				release(1)
 				break pulling
 			}
 			limit = min(limit, allowed)
 		}
 		n := 1
+		// Take every idle worker; while fewer than half are, linger briefly for
+		// more, so that under load one pull request serves several workers.
+		var linger <-chan time.Time
 	more:
 		for n < limit {
 			select {
 			case <-idle:
 				n++
+				continue
 			default:
-				break more
 			}
-		}
-		backoff := func(err error) bool {
-			failures++
-			log.Warn("pull request failed; retrying", "err", err, "consecutive_failures", failures)
+			if n*2 >= limit {
+				break
+			}
+			if linger == nil {
+				linger = time.After(p.opts.Linger)
+			}
 			select {
-			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)):
-				return true
+			case <-idle:
+				n++
+			case <-linger:
+				break more
 			case <-ctx.Done():
-				return false
+				break more
 			}
 		}
 		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.opts.PullWait))
 		if err != nil {
-			for range n {
-				idle <- struct{}{}
-			}
+			release(n)
 			if !backoff(err) {
 				break pulling
 			}
 			continue
 		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			if ctx.Err() != nil {
-				// Arrived after shutdown began: hand it straight back.
-				if err := msg.Nak(); err != nil {
-					log.Warn("could not hand back a message during shutdown; it returns after AckWait", "err", err)
+		// Hand the batch out as it arrives while the loop goes on to pull for
+		// workers that become idle meanwhile: pulls overlap, and together
+		// never ask for more messages than there are idle workers.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := 0
+			for msg := range batch.Messages() {
+				got++
+				if ctx.Err() != nil {
+					// Arrived after shutdown began: hand it straight back.
+					if err := msg.Nak(); err != nil {
+						log.Warn("could not hand back a message during shutdown; it returns after AckWait", "err", err)
+					}
+					release(1)
+					continue
 				}
-				idle <- struct{}{}
-				continue
+				work <- msg // a worker is free: this message holds its slot
 			}
-			wg.Add(1)
-			go func() {
-				defer func() { idle <- struct{}{}; wg.Done() }()
-				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx.Done()})
-			}()
-		}
-		for range n - got {
-			idle <- struct{}{}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			if got == 0 && !backoff(err) {
-				break pulling
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+				if got == 0 {
+					backoff(err) // keep the slots while backing off, so the loop cannot spin
+				}
+			} else {
+				failures.Store(0)
 			}
-		} else {
-			failures = 0
-		}
+			release(n - got)
+		}()
 	}
 
 	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
+	go func() {
+		wg.Wait() // every pull has handed out its messages
+		close(work)
+		workers.Wait()
+		close(finished)
+	}()
 	select {
 	case <-finished:
 		return true

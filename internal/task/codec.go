@@ -49,6 +49,7 @@ const (
 // Unix milliseconds.
 func EncodeMsgpack(e *Envelope) ([]byte, error) {
 	var buf bytes.Buffer
+	buf.Grow(96 + len(e.ID) + len(e.NodeID) + len(e.NodeType) + len(e.CorrelationID) + len(e.Payload) + len(e.ReplyTo))
 	enc := msgpack.NewEncoder(&buf)
 	enc.UseCompactInts(true)
 	n := 3 // v, id, node_type

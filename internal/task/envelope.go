@@ -8,7 +8,6 @@ package task
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"time"
 	"unicode/utf8"
 )
@@ -73,11 +72,20 @@ type Envelope struct {
 	ReplyTo string
 }
 
-var nodeTypeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // ValidNodeType reports whether name can be a node type: 1 to 64 letters,
 // digits, '_' or '-', so that it is a single NATS subject token.
-func ValidNodeType(name string) bool { return nodeTypeRE.MatchString(name) }
+func ValidNodeType(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the fields every consumer relies on.
 func (e *Envelope) Validate() error {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,10 @@ type Options struct {
 	Replier Replier
 	// MaxPayload caps a task message's body in bytes before decoding. Default 1 MiB.
 	MaxPayload int
+	// AckAsync acks without waiting for the server's confirmation. Faster;
+	// a lost ack (a dropped connection) then means the task runs again.
+	// Default false: DoubleAck, which waits.
+	AckAsync bool
 	// AckWait is the consumer's AckWait; the worker signals progress at a
 	// third of it while a node runs. Default 30s.
 	AckWait time.Duration
@@ -117,7 +122,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	if meta != nil {
 		seq, deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
-	log := w.o.Logger.With("stream_seq", seq, "delivery", deliveries)
+	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", seq, "delivery", deliveries}}
 	w.o.Metrics.InFlight(1)
 	defer w.o.Metrics.InFlight(-1)
 	// From here on, JetStream must not redeliver the task elsewhere while
@@ -244,7 +249,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 }
 
 // handBack returns the message to JetStream for redelivery after delay.
-func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duration, why string, log *slog.Logger) {
+func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duration, why string, log taskLog) {
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, metrics.HandedBack)
 	var err error
@@ -281,29 +286,41 @@ func (w *Worker) decode(msg jetstream.Msg) (*task.Envelope, *failure) {
 	return env, nil
 }
 
-// keepAlive sends InProgress at a third of AckWait until the returned func is called.
-func (w *Worker) keepAlive(msg jetstream.Msg, log *slog.Logger) func() {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(max(w.o.AckWait/3, 100*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if err := msg.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-					log.Warn("could not extend the ack deadline", "err", err)
-				}
-			}
+// keepAlive sends InProgress at a third of AckWait until the returned func
+// is called. It uses a self-rearming timer, not a goroutine per task.
+func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
+	interval := max(w.o.AckWait/3, 100*time.Millisecond)
+	var mu sync.Mutex
+	stopped := false
+	var timer *time.Timer
+	mu.Lock()
+	timer = time.AfterFunc(interval, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { close(stop); <-done }
+		if err := msg.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			log.Warn("could not extend the ack deadline", "err", err)
+		}
+		timer.Reset(interval)
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
+	}
 }
 
-func (w *Worker) ack(msg jetstream.Msg, log *slog.Logger) {
+func (w *Worker) ack(msg jetstream.Msg, log taskLog) {
+	if w.o.AckAsync {
+		if err := msg.Ack(); err != nil {
+			log.Warn("ack not sent; the task may be delivered again", "err", err)
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := msg.DoubleAck(ctx); err != nil {
@@ -314,7 +331,7 @@ func (w *Worker) ack(msg jetstream.Msg, log *slog.Logger) {
 // deadLetter stores a record for the task and only then terminates the
 // original. If the record cannot be stored the original is handed back with
 // a delay and stays in the task stream.
-func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, log *slog.Logger) {
+func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, log taskLog) {
 	now := time.Now().UTC()
 	meta, _ := msg.Metadata()
 	rec := &dlq.Record{
@@ -356,7 +373,7 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 }
 
 // reply publishes r to the task's reply subject, JSON when the task came as JSON.
-func (w *Worker) reply(env *task.Envelope, r *task.Result, msg jetstream.Msg, log *slog.Logger) {
+func (w *Worker) reply(env *task.Envelope, r *task.Result, msg jetstream.Msg, log taskLog) {
 	if env.ReplyTo == "" || w.o.Replier == nil {
 		return
 	}
