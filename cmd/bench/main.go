@@ -62,7 +62,7 @@ func main() {
 	flag.Float64Var(&c.minSeconds, "min-seconds", 2, "size each throughput measurement to run at least this long")
 	flag.BoolVar(&c.quick, "quick", false, "small smoke run: 1 repetition, short rows")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the report as JSON to this file")
-	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 16-worker, sync-ack consumption row")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 128-worker, async-ack consumption row")
 	flag.Parse()
 	if c.quick {
 		c.reps, c.minSeconds = 1, 0.2
@@ -148,7 +148,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 			}
 			step(fmt.Sprintf("nodeq consumption, %d workers, %s", w, mode))
 			var stop func()
-			if w == 16 && ackAsync == (os.Getenv("NODEQ_BENCH_PROFILE_ASYNC") != "") && c.cpuProfile != "" {
+			if w == 128 && ackAsync && c.cpuProfile != "" {
 				f, err := os.Create(c.cpuProfile)
 				if err != nil {
 					return nil, err
