@@ -60,7 +60,16 @@ func (b *bench) reset(ctx context.Context) (jetstream.Consumer, error) {
 	for _, s := range []string{b.names.TaskStream, b.names.DLQStream} {
 		_ = b.js.DeleteStream(ctx, s)
 	}
-	if err := queue.EnsureStreams(ctx, b.js, b.names, queue.StreamOptions{DLQMaxBytes: 8 << 30}); err != nil {
+	// Re-creating a stream right after deleting it can fail while the
+	// server still removes the old store; try again briefly.
+	var err error
+	for range 20 {
+		if err = queue.EnsureStreams(ctx, b.js, b.names, queue.StreamOptions{DLQMaxBytes: 8 << 30}); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return queue.EnsureConsumer(ctx, b.js, b.names, queue.ConsumerOptions{})
