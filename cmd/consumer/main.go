@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,6 +66,7 @@ type flags struct {
 // run is the whole program; main adds only signals and the exit.
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) int {
 	var f flags
+	var auth *config.AuthFlags
 	code := exitOK
 	cmd := &cobra.Command{
 		Use:   "consumer",
@@ -79,13 +81,13 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, &f, getenv)
+			cfg, err := loadConfig(cmd, &f, auth, getenv)
 			if err != nil {
 				code = exitConfig
 				return err
 			}
 			if f.checkOnly {
-				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK: %d node types (%s)\n", len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "))
+				fmt.Fprintf(cmd.OutOrStdout(), "# configuration OK: %d node types (%s); secrets masked\n%s", len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "), cfg.Redacted())
 				return nil
 			}
 			if err := serve(ctx, cfg, newLogger(stderr, cfg.Log)); err != nil {
@@ -104,7 +106,8 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default text)")
 	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on host:port at /metrics (default off)")
-	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration and exit")
+	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration, print it with secrets masked, and exit")
+	auth = config.BindAuthFlags(fl)
 	cmd.SetArgs(args)
 	cmd.SetErr(stderr)
 	if err := cmd.Execute(); err != nil {
@@ -125,7 +128,7 @@ func mustTypes(cfg *config.Config) []string {
 }
 
 // loadConfig applies defaults, file, environment and flags in that order, then validates.
-func loadConfig(cmd *cobra.Command, f *flags, getenv func(string) string) (*config.Config, error) {
+func loadConfig(cmd *cobra.Command, f *flags, auth *config.AuthFlags, getenv func(string) string) (*config.Config, error) {
 	path := f.configFile
 	if path == "" {
 		path = getenv("NODEQ_CONFIG")
@@ -134,7 +137,10 @@ func loadConfig(cmd *cobra.Command, f *flags, getenv func(string) string) (*conf
 	if err != nil {
 		return nil, err
 	}
-	cfg.ApplyEnv(getenv)
+	if err := cfg.ApplyEnv(getenv); err != nil {
+		return nil, err
+	}
+	cfg.SetNATS(auth.Overlay(cfg.Auth()))
 	set := cmd.Flags().Changed
 	if set("nats-url") {
 		cfg.NATS.URL = f.natsURL
@@ -193,7 +199,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		url = srv.ClientURL()
 		log.Info("embedded nats-server listening", "nats_url", url, "store_dir", cfg.Embedded.StoreDir, "sync_always", cfg.Embedded.SyncAlways)
 	}
-	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log)
+	var authOpts []nats.Option
+	if cfg.NATS.URL != "" { // the embedded server has no auth of its own
+		if authOpts, err = cfg.Auth().Options(); err != nil {
+			return err
+		}
+	}
+	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, authOpts...)
 	if err != nil {
 		return err
 	}

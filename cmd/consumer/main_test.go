@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -172,5 +174,45 @@ func TestUnreachableNATSExitsWithURL(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "hunter2") {
 		t.Fatal("password in output")
+	}
+}
+
+// TestAuthenticatedServer runs the consumer against a server that requires a
+// password, given by flag and environment; a wrong one exits at once.
+func TestAuthenticatedServer(t *testing.T) {
+	s := natstest.ServerWith(t, func(o *server.Options) { o.Username, o.Password = "svc", "s3cret-pw" })
+	env := func(pw string) func(string) string {
+		return func(k string) string {
+			if k == "NODEQ_NATS_PASSWORD" {
+				return pw
+			}
+			return ""
+		}
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"--nats-url", s.ClientURL(), "--nats-user", "svc", "--log-format", "json"}, &logs, env("s3cret-pw"))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for logs.logLine("consumer ready") == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-exit; code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(logs.String(), "s3cret-pw") {
+		t.Fatal("password in the logs")
+	}
+
+	var out syncBuffer
+	code := run(context.Background(), []string{"--nats-url", s.ClientURL(), "--nats-user", "svc"}, &out, env("wrong-pw"))
+	if code != exitFailed || !strings.Contains(out.String(), "Authorization Violation") || strings.Contains(out.String(), "wrong-pw") {
+		t.Fatalf("exit %d:\n%s", code, out.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/queue"
 )
 
@@ -14,6 +15,8 @@ import (
 type connFlags struct {
 	url        string
 	taskPrefix string
+	auth       *config.AuthFlags
+	getenv     func(string) string
 }
 
 func (c *connFlags) register(cmd *cobra.Command, getenv func(string) string) {
@@ -24,6 +27,8 @@ func (c *connFlags) register(cmd *cobra.Command, getenv func(string) string) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&c.url, "nats-url", def, "NATS server URL(s), comma-separated; env NATS_URL")
 	pf.StringVar(&c.taskPrefix, "task-prefix", queue.DefaultNames().TaskPrefix, "subject prefix of tasks (names.task_prefix)")
+	c.auth = config.BindAuthFlags(pf)
+	c.getenv = getenv
 }
 
 func (c *connFlags) names() queue.Names {
@@ -32,7 +37,16 @@ func (c *connFlags) names() queue.Names {
 
 // connect dials NATS and returns the connection and a JetStream handle.
 func (c *connFlags) connect(log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := queue.Connect(c.url, "nodeq-producer", log, nats.MaxReconnects(3))
+	// Credentials come from the same NODEQ_NATS_* variables as the consumer's, then flags.
+	env := config.Default()
+	if err := env.ApplyEnv(c.getenv); err != nil {
+		return nil, nil, err
+	}
+	authOpts, err := c.auth.Overlay(env.Auth()).Options()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := queue.Connect(c.url, "nodeq-producer", log, append(authOpts, nats.MaxReconnects(3))...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -56,3 +56,6 @@ func (b ByteSize) String() string {
 	}
 	return strconv.FormatInt(int64(b), 10) + "B"
 }
+
+// MarshalYAML writes the size with a unit, as it reads it.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }

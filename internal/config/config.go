@@ -36,9 +36,24 @@ type Config struct {
 	root *yaml.Node
 }
 
-// NATS says where the server is. An empty URL means: start an embedded server.
+// NATS says where the server is and how to authenticate. An empty URL
+// means: start an embedded server.
 type NATS struct {
-	URL string `yaml:"url"`
+	URL          string `yaml:"url"`
+	User         string `yaml:"user"`
+	Password     string `yaml:"password" secret:"true"`
+	Token        string `yaml:"token" secret:"true"`
+	NKeySeedFile string `yaml:"nkey_seed_file"`
+	CredsFile    string `yaml:"creds_file"`
+	TLS          TLS    `yaml:"tls"`
+}
+
+// TLS configures TLS to the NATS server.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
 }
 
 // Embedded configures the in-process nats-server used when NATS.URL is empty.
@@ -128,12 +143,12 @@ type Node struct {
 	// process
 	Command   []string          `yaml:"command"`
 	Dir       string            `yaml:"dir"`
-	Env       map[string]string `yaml:"env"`
+	Env       map[string]string `yaml:"env" secret:"true"`
 	PassEnv   []string          `yaml:"pass_env"`
 	MaxOutput ByteSize          `yaml:"max_output"`
 	// http
 	URL         string            `yaml:"url"`
-	Headers     map[string]string `yaml:"headers"`
+	Headers     map[string]string `yaml:"headers" secret:"true"`
 	MaxResponse ByteSize          `yaml:"max_response"`
 }
 
@@ -204,11 +219,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// ApplyEnv applies environment variables that override the file: NATS_URL.
-func (c *Config) ApplyEnv(getenv func(string) string) {
-	if v := getenv("NATS_URL"); v != "" {
-		c.NATS.URL = v
-	}
+// Auth returns the NATS authentication and TLS settings.
+func (c *Config) Auth() queue.Auth {
+	n := c.NATS
+	return queue.Auth{User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKeySeedFile, CredsFile: n.CredsFile,
+		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile, ServerName: n.TLS.ServerName}
 }
 
 // QueueNames converts the names section.

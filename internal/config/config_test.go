@@ -235,3 +235,42 @@ func TestReadmeExampleParses(t *testing.T) {
 		t.Fatalf("example not read: %+v", cfg)
 	}
 }
+
+func TestEnvAndRedacted(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte("nats:\n  url: nats://a:4222\n  password: filepw\nconsumer:\n  workers: 2\nnodes:\n  hook:\n    executor: http\n    url: http://x/y\n    timeout: 1s\n    headers: {Authorization: Bearer abc}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"NODEQ_CONSUMER_WORKERS": "9", "NODEQ_CONSUMER_ACK_WAIT": "1m", "NODEQ_STREAMS_DLQ_MAX_BYTES": "2GiB",
+		"NODEQ_NATS_USER": "svc", "NODEQ_NATS_TLS_CA_FILE": "/ca.pem", "NODEQ_EMBEDDED_SYNC_ALWAYS": "true"}
+	if err := cfg.ApplyEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Consumer.Workers != 9 || cfg.Consumer.AckWait != time.Minute || cfg.Streams.DLQMaxBytes != 2<<30 ||
+		cfg.NATS.User != "svc" || cfg.NATS.Password != "filepw" || cfg.NATS.TLS.CAFile != "/ca.pem" || !cfg.Embedded.SyncAlways {
+		t.Fatalf("environment not applied over the file: %+v", cfg)
+	}
+	out := cfg.Redacted()
+	for _, secret := range []string{"filepw", "Bearer abc"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("secret %q printed:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "dlq_max_bytes: 2GiB") || !strings.Contains(out, "workers: 9") {
+		t.Fatalf("effective values missing:\n%s", out)
+	}
+	if err := cfg.ApplyEnv(func(k string) string {
+		if k == "NODEQ_CONSUMER_PULL_WAIT" {
+			return "soon"
+		}
+		return ""
+	}); err == nil || !strings.Contains(err.Error(), "NODEQ_CONSUMER_PULL_WAIT (consumer.pull_wait)") {
+		t.Fatalf("bad env value: %v", err)
+	}
+	names := strings.Join(EnvNames(), " ")
+	for _, n := range []string{"NODEQ_CONSUMER_WORKERS", "NODEQ_NATS_TLS_SERVER_NAME", "NODEQ_BREAKER_COOLDOWN"} {
+		if !strings.Contains(names, n) {
+			t.Fatalf("%s not among %s", n, names)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts the environment variable of every scalar key:
+// consumer.workers is NODEQ_CONSUMER_WORKERS, nats.tls.ca_file is
+// NODEQ_NATS_TLS_CA_FILE. NATS_URL is read too, below NODEQ_NATS_URL.
+const EnvPrefix = "NODEQ_"
+
+// ApplyEnv sets every key whose environment variable is set. Values are
+// read as YAML scalars ("30s", "1MiB", "true"). Lists and maps (nodes,
+// redelivery.backoff) come only from the file.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	if v := getenv("NATS_URL"); v != "" {
+		c.NATS.URL = v
+	}
+	var errs []error
+	walkScalars(reflect.ValueOf(c).Elem(), nil, func(path []string, v reflect.Value, _ reflect.StructField) {
+		name := EnvName(path)
+		raw := getenv(name)
+		if raw == "" {
+			return
+		}
+		if err := yaml.Unmarshal([]byte(raw), v.Addr().Interface()); err != nil {
+			msg := err.Error()
+			var te *yaml.TypeError
+			if errors.As(err, &te) && len(te.Errors) > 0 {
+				msg = strings.TrimPrefix(te.Errors[0], "line 1: ")
+			}
+			errs = append(errs, fmt.Errorf("environment %s (%s): %s", name, strings.Join(path, "."), msg))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable of a key path.
+func EnvName(path []string) string {
+	return EnvPrefix + strings.ToUpper(strings.Join(path, "_"))
+}
+
+// EnvNames lists every environment variable the configuration reads, sorted.
+func EnvNames() []string {
+	var names []string
+	walkScalars(reflect.ValueOf(Default()).Elem(), nil, func(path []string, _ reflect.Value, _ reflect.StructField) {
+		names = append(names, EnvName(path))
+	})
+	sort.Strings(names)
+	return names
+}
+
+// walkScalars calls fn for every scalar field of a struct, by yaml key path.
+func walkScalars(v reflect.Value, path []string, fn func(path []string, v reflect.Value, f reflect.StructField)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || tag == "" || tag == "-" {
+			continue
+		}
+		p := append(append([]string(nil), path...), tag)
+		fv := v.Field(i)
+		switch fv.Kind() {
+		case reflect.Struct:
+			walkScalars(fv, p, fn)
+		case reflect.Map, reflect.Slice, reflect.Pointer:
+		default:
+			fn(p, fv, f)
+		}
+	}
+}
+
+// Redacted returns the configuration as YAML with every secret replaced by
+// "*****": passwords, tokens, http headers and process environments.
+func (c *Config) Redacted() string {
+	cp := *c
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "*****"
+	}
+	cp.NATS.Password, cp.NATS.Token = mask(cp.NATS.Password), mask(cp.NATS.Token)
+	cp.Nodes = map[string]Node{}
+	for name, n := range c.Nodes {
+		if len(n.Headers) > 0 {
+			h := map[string]string{}
+			for k, v := range n.Headers {
+				h[k] = mask(v)
+			}
+			n.Headers = h
+		}
+		if len(n.Env) > 0 {
+			e := map[string]string{}
+			for k, v := range n.Env {
+				e[k] = mask(v)
+			}
+			n.Env = e
+		}
+		cp.Nodes[name] = n
+	}
+	b, err := yaml.Marshal(&cp)
+	if err != nil {
+		return "# cannot print the configuration: " + err.Error()
+	}
+	return string(b)
+}
