@@ -5,12 +5,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,9 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/config"
@@ -185,6 +179,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	probe, err := startHTTP(cfg.Metrics.Addr, log)
+	if err != nil {
+		return err
+	}
+	defer probe.stop()
+	m := probe.metrics
 	url := cfg.NATS.URL
 	if url == "" {
 		srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways})
@@ -225,11 +225,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m, stopMetrics, err := serveMetrics(cfg.Metrics.Addr, log)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
+	m.DLQDepth(func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, names.DLQStream)
+		if err != nil {
+			return -1
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(info.State.Msgs)
+	})
 	var breaker *resilience.Breaker
 	var gate queue.Gate
 	if bs, on := cfg.BreakerSettings(); on {
@@ -244,11 +252,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
 	})
 	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
-		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log})
+		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull})
 	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
 		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())
+	probe.setReady(func() bool { return nc.IsConnected() })
 	go func() {
 		<-ctx.Done()
+		probe.setReady(nil)
 		log.Info("shutting down: pulling stopped, waiting for in-flight tasks", "timeout", cfg.Consumer.ShutdownTimeout)
 	}()
 	finished := p.Run(ctx)
@@ -266,6 +276,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics) func(name string, from, to resilience.State) {
 	return func(name string, from, to resilience.State) {
 		m.Breaker(name, int(to), to.String())
+		m.Paused(name, to == resilience.Open)
 		l := log.With("subscription", name, "from", from.String(), "to", to.String())
 		switch to {
 		case resilience.Open:
@@ -276,37 +287,4 @@ func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics) fun
 			l.Info("circuit breaker closed: pulling resumed")
 		}
 	}
-}
-
-// serveMetrics starts the /metrics listener when addr is set and returns the
-// metrics (nil when off) and a function that stops the listener.
-func serveMetrics(addr string, log *slog.Logger) (*metrics.Metrics, func(), error) {
-	if addr == "" {
-		return nil, func() {}, nil
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics listener stopped", "err", err)
-		}
-	}()
-	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
-	return m, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,18 @@ func TestEmbeddedStartPath(t *testing.T) {
 	if !strings.Contains(string(body), `nodeq_tasks_total{node_type="echo",outcome="succeeded"} 1`) {
 		t.Fatalf("metrics do not count the task:\n%s", body)
 	}
+	for _, want := range []string{"nodeq_dlq_messages 0", `nodeq_task_attempts_count{node_type="echo"} 1`, "nodeq_pull_seconds_count", "nodeq_tasks_in_flight 0"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := http.Get("http://" + ml["addr"].(string) + path)
+		if err != nil || resp.StatusCode != want {
+			t.Fatalf("%s: %v %v", path, resp.StatusCode, err)
+		}
+		resp.Body.Close()
+	}
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		t.Fatalf("store dir not used: %v", err)
 	}
@@ -215,4 +228,24 @@ func TestAuthenticatedServer(t *testing.T) {
 	if code != exitFailed || !strings.Contains(out.String(), "Authorization Violation") || strings.Contains(out.String(), "wrong-pw") {
 		t.Fatalf("exit %d:\n%s", code, out.String())
 	}
+}
+
+func TestReadyz(t *testing.T) {
+	p := &probes{}
+	check := func(want int) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		p.readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != want {
+			t.Fatalf("readyz %d, want %d", rec.Code, want)
+		}
+	}
+	check(503) // still starting
+	connected := true
+	p.setReady(func() bool { return connected })
+	check(200)
+	connected = false // NATS connection lost
+	check(503)
+	p.setReady(nil) // shutting down
+	check(503)
 }

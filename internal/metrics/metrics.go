@@ -25,6 +25,10 @@ type Metrics struct {
 	inFlight           prometheus.Gauge
 	breakerState       *prometheus.GaugeVec
 	breakerTransitions *prometheus.CounterVec
+	attempts           *prometheus.HistogramVec
+	paused             *prometheus.GaugeVec
+	pull               prometheus.Histogram
+	reg                prometheus.Registerer
 }
 
 // New creates the metrics and registers them with reg.
@@ -52,7 +56,22 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Circuit breaker state changes per subscription, by the state entered.",
 		}, []string{"subscription", "to"}),
 	}
-	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions)
+	m.attempts = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "nodeq_task_attempts",
+		Help:    "Attempts a delivery took to reach its outcome (success, redelivery or dead letter).",
+		Buckets: []float64{1, 2, 3, 5, 8, 13},
+	}, []string{"node_type"})
+	m.paused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodeq_subscription_paused",
+		Help: "1 while the subscription's pulling is paused by its circuit breaker.",
+	}, []string{"subscription"})
+	m.pull = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "nodeq_pull_seconds",
+		Help:    "Time from a pull request to its first message.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs .. ~26s
+	})
+	m.reg = reg
+	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull)
 	return m
 }
 
@@ -82,5 +101,41 @@ func (m *Metrics) Breaker(subscription string, state int, to string) {
 	if m != nil {
 		m.breakerState.WithLabelValues(subscription).Set(float64(state))
 		m.breakerTransitions.WithLabelValues(subscription, to).Inc()
+	}
+}
+
+// Attempts observes how many attempts a delivery took.
+func (m *Metrics) Attempts(nodeType string, n int) {
+	if m != nil {
+		m.attempts.WithLabelValues(nodeType).Observe(float64(n))
+	}
+}
+
+// Paused records whether a subscription's pulling is paused.
+func (m *Metrics) Paused(subscription string, paused bool) {
+	if m != nil {
+		v := 0.0
+		if paused {
+			v = 1
+		}
+		m.paused.WithLabelValues(subscription).Set(v)
+	}
+}
+
+// Pull observes the wait of a pull request that delivered messages.
+func (m *Metrics) Pull(wait time.Duration, got int) {
+	if m != nil && got > 0 {
+		m.pull.Observe(wait.Seconds())
+	}
+}
+
+// DLQDepth registers nodeq_dlq_messages, read by depth at every scrape
+// (a negative value means the stream could not be read).
+func (m *Metrics) DLQDepth(depth func() float64) {
+	if m != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nodeq_dlq_messages",
+			Help: "Records in the dead-letter stream (-1 when it cannot be read).",
+		}, depth))
 	}
 }

@@ -45,6 +45,9 @@ type PullOptions struct {
 	// Linger is how long a pull waits for more workers to become idle while
 	// fewer than half are, so that one request serves several. Default 500µs.
 	Linger time.Duration
+	// OnPull, if set, is told how long each pull request waited for its
+	// first message and how many it delivered.
+	OnPull func(wait time.Duration, got int)
 	// Gate, if set, is asked before every pull.
 	Gate Gate
 	// Logger receives pull errors. Default slog.Default().
@@ -169,6 +172,7 @@ pulling:
 				break more
 			}
 		}
+		pulled := time.Now()
 		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.opts.PullWait))
 		if err != nil {
 			release(n)
@@ -185,7 +189,9 @@ pulling:
 			defer wg.Done()
 			got := 0
 			for msg := range batch.Messages() {
-				got++
+				if got++; got == 1 && p.opts.OnPull != nil {
+					p.opts.OnPull(time.Since(pulled), 1)
+				}
 				if ctx.Err() != nil {
 					// Arrived after shutdown began: hand it straight back.
 					if err := msg.Nak(); err != nil {

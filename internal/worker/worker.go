@@ -192,6 +192,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, alog)
 			w.ack(msg, alog)
 			w.o.Metrics.Task(env.NodeType, metrics.Succeeded)
+			w.o.Metrics.Attempts(env.NodeType, attempt)
 			w.o.Metrics.Duration(env.NodeType, took)
 			alog.Info("task succeeded", "duration", took)
 			return
@@ -243,6 +244,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
 		w.o.Metrics.Task(env.NodeType, metrics.Redelivered)
+		w.o.Metrics.Attempts(env.NodeType, attempt)
 		return
 	}
 	w.deadLetter(msg, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
@@ -369,7 +371,8 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
 	w.o.Metrics.Task(rec.NodeType, metrics.DeadLettered)
-	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType))
+	w.o.Metrics.Attempts(rec.NodeType, f.attempts)
+	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
 }
 
 // reply publishes r to the task's reply subject, JSON when the task came as JSON.
