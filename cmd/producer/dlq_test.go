@@ -132,3 +132,34 @@ func regexpLine(out string, fields ...string) bool {
 	}
 	return false
 }
+
+func TestPauseResumeStatus(t *testing.T) {
+	url := startConsumer(t)
+	code, out, errOut := runProducer(t, "", "pause", "--until", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(out, "paused nodeq-workers until") {
+		t.Fatalf("pause: %d %s %s", code, out, errOut)
+	}
+	runProducer(t, "", "publish", "echo", "x", "--nats-url", url)
+	code, out, _ = runProducer(t, "", "status", "--nats-url", url)
+	if code != 0 || !regexpLine(out, "pending", "1") || !regexpLine(out, "paused", "until 20") {
+		t.Fatalf("status while paused:\n%s", out)
+	}
+	if code, out, _ = runProducer(t, "", "resume", "--nats-url", url); code != 0 || !strings.Contains(out, "resumed nodeq-workers") {
+		t.Fatalf("resume: %s", out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out, _ = runProducer(t, "", "status", "--json", "--nats-url", url)
+		var st map[string]any
+		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && st["paused"] != true && st["pending"] == 0.0 && st["in_flight"] == 0.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status after resume: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, _, errOut := runProducer(t, "", "pause", "--until", "yesterday", "--nats-url", url); code != exitUsage || !strings.Contains(errOut, "--until") {
+		t.Fatalf("bad --until: %d %s", code, errOut)
+	}
+}

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	conn.register(root, getenv)
-	root.AddCommand(publishCmd(ctx, e, conn), dlqCmd(ctx, e, conn))
+	root.AddCommand(publishCmd(ctx, e, conn), dlqCmd(ctx, e, conn), pauseCmd(ctx, e, conn), resumeCmd(ctx, e, conn), statusCmd(ctx, e, conn))
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)

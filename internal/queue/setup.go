@@ -141,6 +141,13 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, o Cons
 	n = n.WithDefaults()
 	var c jetstream.Consumer
 	err := retryCreate(ctx, func() error {
+		// Keep an operator's or a fleet breaker's pause: a consumer process
+		// starting up must not resume the whole fleet.
+		if existing, err := js.Consumer(ctx, n.TaskStream, cfg.Durable); err == nil {
+			if until := existing.CachedInfo().Config.PauseUntil; until != nil && until.After(time.Now()) {
+				cfg.PauseUntil = until
+			}
+		}
 		var err error
 		c, err = js.CreateOrUpdateConsumer(ctx, n.TaskStream, cfg)
 		return err

@@ -1,0 +1,75 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Forever is how far in the future a pause "until resumed" ends.
+const Forever = 100 * 365 * 24 * time.Hour
+
+// Pause stops delivery of the shared durable consumer to every consumer
+// process until the given time (the server resumes it by itself then), or
+// until Resume. Consumers keep running and pull nothing. Needs nats-server 2.11+.
+func Pause(ctx context.Context, js jetstream.JetStream, n Names, until time.Time) error {
+	n = n.WithDefaults()
+	if _, err := js.PauseConsumer(ctx, n.TaskStream, n.Consumer, until); err != nil {
+		return fmt.Errorf("pause consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
+	}
+	return nil
+}
+
+// Resume ends a pause at once.
+func Resume(ctx context.Context, js jetstream.JetStream, n Names) error {
+	n = n.WithDefaults()
+	if _, err := js.ResumeConsumer(ctx, n.TaskStream, n.Consumer); err != nil {
+		return fmt.Errorf("resume consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
+	}
+	return nil
+}
+
+// Status describes the shared consumer.
+type Status struct {
+	Stream   string `json:"stream"`
+	Consumer string `json:"consumer"`
+	// Pending tasks wait in the stream, not yet delivered.
+	Pending uint64 `json:"pending"`
+	// InFlight tasks are delivered and not yet acked.
+	InFlight int `json:"in_flight"`
+	// Redelivered tasks are in flight after more than one delivery.
+	Redelivered int `json:"redelivered"`
+	// Waiting pull requests: roughly, idle workers across the fleet.
+	Waiting int `json:"waiting_pulls"`
+	// Paused and PausedUntil describe a fleet-wide pause.
+	Paused      bool      `json:"paused"`
+	PausedUntil time.Time `json:"paused_until,omitzero"`
+	// DeadLetters is the number of records in the dead-letter stream.
+	DeadLetters uint64 `json:"dead_letters"`
+}
+
+// GetStatus reads the shared consumer's state.
+func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, error) {
+	n = n.WithDefaults()
+	c, err := js.Consumer(ctx, n.TaskStream, n.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w (has a consumer process started yet?)", n.Consumer, n.TaskStream, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Stream: n.TaskStream, Consumer: n.Consumer, Pending: info.NumPending, InFlight: info.NumAckPending,
+		Redelivered: info.NumRedelivered, Waiting: info.NumWaiting, Paused: info.Paused}
+	if info.Paused {
+		st.PausedUntil = time.Now().Add(info.PauseRemaining).UTC().Truncate(time.Second)
+	}
+	if s, err := js.Stream(ctx, n.DLQStream); err == nil {
+		if si, err := s.Info(ctx); err == nil {
+			st.DeadLetters = si.State.Msgs
+		}
+	}
+	return st, nil
+}
