@@ -45,6 +45,21 @@ func newEnvWith(t *testing.T, so queue.StreamOptions, co queue.ConsumerOptions) 
 	t.Helper()
 	srv := natstest.Server(t)
 	nc, js := natstest.Connect(t, srv)
+	return setupEnv(t, srv, nc, js, so, co)
+}
+
+// envOn sets nodeq up on a given server and connection.
+func envOn(t *testing.T, srv *server.Server, nc *nats.Conn, co queue.ConsumerOptions) *env {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return setupEnv(t, srv, nc, js, queue.StreamOptions{}, co)
+}
+
+func setupEnv(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream, so queue.StreamOptions, co queue.ConsumerOptions) *env {
+	t.Helper()
 	names := queue.DefaultNames()
 	ctx := context.Background()
 	if err := queue.EnsureStreams(ctx, js, names, so); err != nil {
@@ -264,4 +279,10 @@ func counterValue(t *testing.T, reg *prometheus.Registry, nodeType, outcome stri
 		}
 	}
 	return 0
+}
+
+func sleepRegistry() *exec.Registry {
+	r := exec.NewRegistry()
+	_ = r.Register(exec.Node{Type: "sleep", Executor: exec.Sleep(time.Minute)})
+	return r
 }

@@ -20,10 +20,17 @@ func Server(t testing.TB) *server.Server {
 	return ServerIn(t, t.TempDir())
 }
 
-// ServerIn is Server with a given store directory, for restart tests.
+// ServerIn is Server with a given store directory.
 func ServerIn(t testing.TB, dir string) *server.Server {
 	t.Helper()
-	s, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir})
+	return ServerAt(t, dir, "127.0.0.1:0")
+}
+
+// ServerAt is Server with a given store directory and address, for tests
+// that stop a server and start it again where clients expect it.
+func ServerAt(t testing.TB, dir, listen string) *server.Server {
+	t.Helper()
+	s, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: listen, StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
