@@ -51,11 +51,7 @@ func newEnvWith(t *testing.T, so queue.StreamOptions, co queue.ConsumerOptions) 
 // envOn sets nodeq up on a given server and connection.
 func envOn(t *testing.T, srv *server.Server, nc *nats.Conn, co queue.ConsumerOptions) *env {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return setupEnv(t, srv, nc, js, queue.StreamOptions{}, co)
+	return setupEnv(t, srv, nc, newJS(t, nc), queue.StreamOptions{}, co)
 }
 
 func setupEnv(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream, so queue.StreamOptions, co queue.ConsumerOptions) *env {
@@ -285,4 +281,33 @@ func sleepRegistry() *exec.Registry {
 	r := exec.NewRegistry()
 	_ = r.Register(exec.Node{Type: "sleep", Executor: exec.Sleep(time.Minute)})
 	return r
+}
+
+func newJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// setupEnvRetry sets nodeq up with R3 streams on a cluster, retrying while
+// the cluster settles.
+func setupEnvRetry(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream) *env {
+	t.Helper()
+	names := queue.DefaultNames()
+	ctx := context.Background()
+	var err error
+	var cons jetstream.Consumer
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err = queue.EnsureStreams(ctx, js, names, queue.StreamOptions{Replicas: 3}); err != nil {
+			continue
+		}
+		if cons, err = queue.EnsureConsumer(ctx, js, names, queue.ConsumerOptions{AckWait: 2 * time.Second}); err == nil {
+			return &env{t: t, srv: srv, nc: nc, js: js, names: names, cons: cons}
+		}
+	}
+	t.Fatalf("cluster setup: %v", err)
+	return nil
 }

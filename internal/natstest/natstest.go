@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,4 +78,49 @@ func ServerWith(t testing.TB, mod func(*server.Options)) *server.Server {
 		s.WaitForShutdown()
 	})
 	return s
+}
+
+// Cluster starts an n-node JetStream cluster on loopback, each node with its
+// own store directory, and waits until the cluster has a meta leader. Client
+// ports are random; cluster ports are picked below the ephemeral range.
+func Cluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	base := 20000 + int(time.Now().UnixNano()%5000)*2
+	routes := ""
+	for i := range n {
+		if i > 0 {
+			routes += ","
+		}
+		routes += fmt.Sprintf("nats://127.0.0.1:%d", base+i)
+	}
+	var servers []*server.Server
+	for i := range n {
+		s := ServerWith(t, func(o *server.Options) {
+			o.ServerName = fmt.Sprintf("n%d", i+1)
+			o.Cluster = server.ClusterOpts{Name: "nodeq-test", Host: "127.0.0.1", Port: base + i}
+			o.Routes = server.RoutesFromStr(routes)
+		})
+		servers = append(servers, s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return servers
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cluster elected no JetStream meta leader within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// URLs joins the client URLs of servers for a nats.Connect.
+func URLs(servers []*server.Server) string {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	return strings.Join(urls, ",")
 }
