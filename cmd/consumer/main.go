@@ -243,8 +243,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if bs, on := cfg.BreakerSettings(); on {
 		bs.Name = names.Consumer
 		bs.OnStateChange = breakerLogger(log, cfg, m)
+		var fleet *queue.FleetBreaker
+		if cfg.Breaker.Scope == "fleet" {
+			if fleet, err = queue.NewFleetBreaker(setupCtx, js, names, worker.DefaultID(), log); err != nil {
+				return fmt.Errorf("fleet breaker: %w", err)
+			}
+			bs.Shared = fleet
+		}
 		breaker = resilience.NewBreaker(bs)
 		gate = breaker
+		if fleet != nil {
+			watchCtx, stopWatch := context.WithCancel(context.Background())
+			defer stopWatch()
+			if err := fleet.Watch(watchCtx, breaker); err != nil {
+				return fmt.Errorf("fleet breaker: %w", err)
+			}
+		}
 	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,

@@ -129,6 +129,9 @@ type Breaker struct {
 	FailureThreshold int           `yaml:"failure_threshold"`
 	Cooldown         time.Duration `yaml:"cooldown"`
 	MaxCooldown      time.Duration `yaml:"max_cooldown"`
+	// Scope is "process" (each consumer process has its own breaker) or
+	// "fleet" (one breaker for every process sharing the durable consumer).
+	Scope string `yaml:"scope"`
 }
 
 // Node configures one node type. Executor defaults to the node type's name
@@ -164,7 +167,7 @@ func Default() *Config {
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
 		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},
-		Breaker:    Breaker{FailureThreshold: 5, Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute},
+		Breaker:    Breaker{FailureThreshold: 5, Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute, Scope: "process"},
 		Nodes:      DefaultNodes(),
 	}
 }

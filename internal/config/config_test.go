@@ -95,6 +95,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"bad node name", "nodes:\n  a.b: {executor: echo}\n", []string{"bad.yaml:2: nodes.a.b: invalid node type name"}},
 		{"log format", "log:\n  format: xml\n", []string{"bad.yaml:2: log.format:"}},
 		{"ack mode", "consumer:\n  ack: maybe\n", []string{"bad.yaml:2: consumer.ack:"}},
+		{"breaker scope", "breaker:\n  scope: galaxy\n", []string{"bad.yaml:2: breaker.scope:"}},
 		{"two errors", "consumer:\n  workers: 0\nlog:\n  level: loud\n", []string{"bad.yaml:2: consumer.workers", "bad.yaml:4: log.level"}},
 	}
 	for _, c := range cases {

@@ -118,6 +118,9 @@ func (c *Config) validateResilience() []error {
 			errs = append(errs, c.fieldErr("redelivery.backoff", "entry %d (%v) must be a positive duration", i+1, d))
 		}
 	}
+	if c.Breaker.Scope != "process" && c.Breaker.Scope != "fleet" {
+		errs = append(errs, c.fieldErr("breaker.scope", "%q: want process or fleet", c.Breaker.Scope))
+	}
 	if c.Breaker.FailureThreshold < 0 {
 		errs = append(errs, c.fieldErr("breaker.failure_threshold", "must not be negative (0 disables the breaker)"))
 	}

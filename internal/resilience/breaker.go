@@ -67,6 +67,22 @@ type BreakerSettings struct {
 	MaxCooldown time.Duration
 	// OnStateChange is called, outside the breaker's lock, on every change.
 	OnStateChange func(name string, from, to State)
+	// Shared, if set, makes the breaker one of a fleet: its trips are
+	// published, and only the instance that wins ClaimProbe runs the
+	// half-open probe. Remote changes come in through Apply.
+	Shared Shared
+}
+
+// Shared is the fleet-wide state of a breaker, kept somewhere all
+// instances see (nodeq keeps it in a JetStream Key-Value bucket).
+type Shared interface {
+	// Trip publishes that this instance opened the breaker until the given time.
+	Trip(until time.Time, trips int)
+	// ClaimProbe tries to make this instance the only one to probe; false
+	// means another instance probes (or already closed the breaker).
+	ClaimProbe() bool
+	// Close publishes that this instance's probe succeeded.
+	Close()
 }
 
 // Breaker is a circuit breaker shared by the workers of one subscription.
@@ -84,6 +100,7 @@ type Breaker struct {
 	probe      bool      // a half-open probe is running
 	generation uint64    // bumped on every state change; stale outcomes are ignored
 	changed    chan struct{}
+	remote     bool // half-open, and another instance of the fleet probes
 }
 
 // NewBreaker returns a closed breaker.
@@ -119,7 +136,14 @@ func (b *Breaker) State() State {
 // with mu held and returns the callback to run after unlocking.
 func (b *Breaker) tick(now time.Time) func() {
 	if b.state == Open && !now.Before(b.openUntil) {
-		return b.setState(HalfOpen)
+		notify := b.setState(HalfOpen)
+		if b.s.Shared != nil {
+			// Only one instance of the fleet may probe. The claim is a
+			// round trip; holding the lock keeps every local caller waiting
+			// for its answer, which is what they must do anyway.
+			b.remote = !b.s.Shared.ClaimProbe()
+		}
+		return notify
 	}
 	return func() {}
 }
@@ -134,6 +158,7 @@ func (b *Breaker) setState(to State) func() {
 	b.state = to
 	b.generation++
 	b.probe = false
+	b.remote = false
 	switch to {
 	case Open:
 		b.trips++
@@ -191,7 +216,7 @@ func (b *Breaker) Acquire(ctx context.Context) (func(Outcome), error) {
 			b.mu.Unlock()
 			notify()
 			return b.reporter(gen, false), nil
-		case b.state == HalfOpen && !b.probe:
+		case b.state == HalfOpen && !b.probe && !b.remote:
 			b.probe = true
 			gen := b.generation
 			b.mu.Unlock()
@@ -219,8 +244,10 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 		switch {
 		case probe && o == Success:
 			notify = b.setState(Closed)
+			notify = b.publish(notify, func(sh Shared) { sh.Close() })
 		case probe && o == Failure:
 			notify = b.setState(Open)
+			notify = b.publishTrip(notify)
 		case probe: // ignored: let another task probe
 			b.probe = false
 			close(b.changed)
@@ -233,6 +260,7 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 			b.counts.ConsecutiveFailures++
 			if b.s.ReadyToTrip(b.counts) {
 				notify = b.setState(Open)
+				notify = b.publishTrip(notify)
 			}
 		}
 	}
@@ -252,7 +280,7 @@ func (b *Breaker) Allowance(ctx context.Context) (int, error) {
 			b.mu.Unlock()
 			notify()
 			return math.MaxInt, nil
-		case b.state == HalfOpen && !b.probe:
+		case b.state == HalfOpen && !b.probe && !b.remote:
 			b.mu.Unlock()
 			notify()
 			return 1, nil
@@ -264,4 +292,39 @@ func (b *Breaker) Allowance(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// publish runs f on the shared state after notify, outside the lock.
+func (b *Breaker) publish(notify func(), f func(Shared)) func() {
+	if b.s.Shared == nil {
+		return notify
+	}
+	sh := b.s.Shared
+	return func() { notify(); f(sh) }
+}
+
+// publishTrip publishes a local trip; mu must be held.
+func (b *Breaker) publishTrip(notify func()) func() {
+	until, trips := b.openUntil, b.trips
+	return b.publish(notify, func(sh Shared) { sh.Trip(until, trips) })
+}
+
+// Apply takes a change made by another instance of the fleet: open until
+// the given time (trips so far), or closed. It does not publish it again.
+func (b *Breaker) Apply(open bool, until time.Time, trips int) {
+	b.mu.Lock()
+	notify := func() {}
+	switch {
+	case open && !(b.state == Open && b.openUntil.Equal(until)):
+		if b.state != Open {
+			notify = b.setState(Open)
+		}
+		b.openUntil, b.trips = until, max(trips, b.trips)
+		close(b.changed) // waiters re-read the cooldown
+		b.changed = make(chan struct{})
+	case !open && b.state != Closed:
+		notify = b.setState(Closed)
+	}
+	b.mu.Unlock()
+	notify()
 }

@@ -173,3 +173,111 @@ func TestBreakerStaleOutcomesIgnored(t *testing.T) {
 		}
 	})
 }
+
+// fleet is an in-memory Shared for several breakers: what one publishes,
+// the others Apply, as the JetStream Key-Value watcher does for real.
+type fleet struct {
+	mu       sync.Mutex
+	members  []*Breaker
+	probing  bool
+	claims   int
+	openTill time.Time
+}
+
+type member struct {
+	f    *fleet
+	self int
+}
+
+func (m member) Trip(until time.Time, trips int) {
+	m.f.mu.Lock()
+	m.f.probing = false
+	m.f.openTill = until
+	others := m.others()
+	m.f.mu.Unlock()
+	for _, b := range others {
+		b.Apply(true, until, trips)
+	}
+}
+
+func (m member) ClaimProbe() bool {
+	m.f.mu.Lock()
+	defer m.f.mu.Unlock()
+	if m.f.probing {
+		return false
+	}
+	m.f.probing = true
+	m.f.claims++
+	return true
+}
+
+func (m member) Close() {
+	m.f.mu.Lock()
+	m.f.probing = false
+	others := m.others()
+	m.f.mu.Unlock()
+	for _, b := range others {
+		b.Apply(false, time.Time{}, 0)
+	}
+}
+
+func (m member) others() []*Breaker {
+	var out []*Breaker
+	for i, b := range m.f.members {
+		if i != m.self {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func TestFleetBreakerOneProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fleet{}
+		for i := range 3 {
+			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: 10 * time.Second, Shared: member{f, i}}))
+		}
+		a, b, c := f.members[0], f.members[1], f.members[2]
+		fail(t, a, Failure)
+		fail(t, a, Failure) // a trips: the whole fleet opens
+		for i, m := range f.members {
+			if m.State() != Open {
+				t.Fatalf("member %d is %v after a's trip", i, m.State())
+			}
+		}
+		// Every member waits out the cooldown; exactly one becomes the probe.
+		probes := make(chan func(Outcome), 3)
+		for _, m := range f.members {
+			go func() {
+				done, err := m.Acquire(context.Background())
+				if err == nil {
+					probes <- done
+				}
+			}()
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if len(probes) != 1 || f.claims != 1 {
+			t.Fatalf("%d probes running, %d claims; want exactly one", len(probes), f.claims)
+		}
+		for _, m := range []*Breaker{b, c} {
+			if n, _ := allowanceNow(m); n != 0 && m.State() != Closed {
+				t.Fatal("a member that does not probe may pull")
+			}
+		}
+		(<-probes)(Success) // the probe succeeds: everyone closes and runs
+		synctest.Wait()
+		for i, m := range f.members {
+			if m.State() != Closed {
+				t.Fatalf("member %d is %v after the probe succeeded", i, m.State())
+			}
+		}
+		synctest.Wait()
+		if len(probes) != 2 {
+			t.Fatalf("%d waiting tasks ran after the close, want the other 2", len(probes))
+		}
+		for range 2 {
+			(<-probes)(Success)
+		}
+	})
+}

@@ -1,0 +1,165 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BreakerBucket is the Key-Value bucket holding fleet-wide breaker states,
+// one key per durable consumer.
+const BreakerBucket = "nodeq_breakers"
+
+// FleetBreaker keeps a circuit breaker's state for a whole fleet of
+// consumer processes, with JetStream's own mechanisms: a Key-Value entry
+// updated with compare-and-set (so exactly one instance claims the
+// half-open probe), and a consumer pause on the server (so every instance
+// stops receiving at once, and receives again at the end of the cooldown
+// even if the instance that tripped has died). It implements
+// resilience.Shared.
+type FleetBreaker struct {
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	names Names
+	id    string
+	log   *slog.Logger
+	// ProbeTimeout is how long a claimed probe may go without closing or
+	// re-opening the breaker before another instance may claim it (the
+	// prober may have died). Default 2 minutes.
+	ProbeTimeout time.Duration
+}
+
+// fleetState is the Key-Value entry.
+type fleetState struct {
+	State string    `json:"state"` // "open", "half-open" or "closed"
+	Until time.Time `json:"until,omitzero"`
+	Trips int       `json:"trips,omitempty"`
+	Owner string    `json:"owner"` // the instance that wrote it
+	At    time.Time `json:"at"`
+}
+
+// NewFleetBreaker opens (creating if needed) the breaker bucket. id names
+// this instance (host/pid).
+func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n Names, id string, log *slog.Logger) (*FleetBreaker, error) {
+	n = n.WithDefaults()
+	var kv jetstream.KeyValue
+	err := retryCreate(ctx, func() error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BreakerBucket, Description: "nodeq fleet-wide circuit breakers", History: 1})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &FleetBreaker{js: js, kv: kv, names: n, id: id, log: log, ProbeTimeout: 2 * time.Minute}, nil
+}
+
+func (f *FleetBreaker) put(ctx context.Context, st fleetState) error {
+	st.Owner, st.At = f.id, time.Now().UTC()
+	b, _ := json.Marshal(st)
+	_, err := f.kv.Put(ctx, f.names.Consumer, b)
+	return err
+}
+
+// Trip publishes an open breaker and pauses the consumer until the cooldown ends.
+func (f *FleetBreaker) Trip(until time.Time, trips int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.put(ctx, fleetState{State: "open", Until: until, Trips: trips}); err != nil {
+		f.log.Error("fleet breaker: could not publish the trip; other consumers keep pulling", "err", err)
+	}
+	if err := Pause(ctx, f.js, f.names, until); err != nil {
+		f.log.Error("fleet breaker: could not pause the consumer on the server", "err", err)
+	}
+}
+
+// ClaimProbe makes this instance the prober if the entry is open and its
+// cooldown is over, or a claimed probe has gone silent, using compare-and-set.
+func (f *FleetBreaker) ClaimProbe() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	entry, err := f.kv.Get(ctx, f.names.Consumer)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return true // nothing shared yet: this instance's own breaker decides
+		}
+		f.log.Warn("fleet breaker: could not read the shared state; probing from this instance", "err", err)
+		return true
+	}
+	var st fleetState
+	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+		return true
+	}
+	now := time.Now()
+	switch {
+	case st.State == "open" && !now.Before(st.Until):
+	case st.State == "half-open" && now.Sub(st.At) > f.ProbeTimeout:
+		f.log.Warn("fleet breaker: the probe of another instance went silent; taking over", "prober", st.Owner)
+	default:
+		return false
+	}
+	st.State, st.Owner, st.At = "half-open", f.id, now.UTC()
+	b, _ := json.Marshal(st)
+	if _, err := f.kv.Update(ctx, f.names.Consumer, b, entry.Revision()); err != nil {
+		return false // another instance claimed it first
+	}
+	return true
+}
+
+// Close publishes that the probe succeeded and resumes the consumer.
+func (f *FleetBreaker) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.put(ctx, fleetState{State: "closed"}); err != nil {
+		f.log.Error("fleet breaker: could not publish the close", "err", err)
+	}
+	if err := Resume(ctx, f.js, f.names); err != nil {
+		f.log.Warn("fleet breaker: could not resume the consumer", "err", err)
+	}
+}
+
+// Applier takes remote breaker changes; *resilience.Breaker is one.
+type Applier interface {
+	Apply(open bool, until time.Time, trips int)
+}
+
+// Watch applies every change of the shared entry to b until ctx is done,
+// starting with the current value, so that an instance joining during an
+// open breaker stays out too.
+func (f *FleetBreaker) Watch(ctx context.Context, b Applier) error {
+	w, err := f.kv.Watch(ctx, f.names.Consumer)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case entry, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if entry == nil || entry.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				var st fleetState
+				if json.Unmarshal(entry.Value(), &st) != nil {
+					continue
+				}
+				switch st.State {
+				case "open":
+					b.Apply(true, st.Until, st.Trips)
+				case "closed":
+					b.Apply(false, time.Time{}, 0)
+				}
+			}
+		}
+	}()
+	return nil
+}
