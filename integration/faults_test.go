@@ -2,17 +2,22 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
@@ -253,5 +258,150 @@ func TestServerRestartLosesNothing(t *testing.T) {
 	t.Logf("published %d, succeeded %d, dead-lettered %d, duplicates %d, lost %d", n, distinct, e.streamMsgs(e.names.DLQStream), dups, lost)
 	if lost != 0 {
 		t.Fatalf("lost %d", lost)
+	}
+}
+
+// downstream is an http service whose requests the test counts.
+type downstream struct {
+	failing atomic.Bool
+	mu      sync.Mutex
+	times   []time.Time
+}
+
+func (d *downstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d.mu.Lock()
+	d.times = append(d.times, time.Now())
+	d.mu.Unlock()
+	if d.failing.Load() {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ok"))
+}
+
+func (d *downstream) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.times)
+}
+
+func (d *downstream) requests(from, to time.Time) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, t := range d.times {
+		if !t.Before(from) && !t.After(to) {
+			n++
+		}
+	}
+	return n
+}
+
+func fleetConfig(url string) string {
+	return `
+consumer:
+  workers: 2
+  ack_wait: 5s
+retry:
+  policy: none
+redelivery:
+  max_deliveries: 100
+  backoff: [200ms]
+breaker:
+  scope: fleet
+  failure_threshold: 3
+  cooldown: 2s
+nodes:
+  call:
+    executor: http
+    url: ` + url + `
+    timeout: 2s
+`
+}
+
+// TestFleetBreakerProcesses: two consumer processes with breaker.scope
+// fleet; only one's downstream fails. Both stop pulling, exactly one probe
+// runs after the cooldown, and both resume when it succeeds.
+func TestFleetBreakerProcesses(t *testing.T) {
+	e := newEnv(t, queue.StreamOptions{})
+	res := e.collectResults()
+	var dA, dB downstream
+	dA.failing.Store(true)
+	sA, sB := httptest.NewServer(&dA), httptest.NewServer(&dB)
+	defer sA.Close()
+	defer sB.Close()
+
+	// Record the shared breaker's transitions with the server's timestamps.
+	kv, err := e.js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: queue.BreakerBucket, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.Watch(context.Background(), e.names.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var tmu sync.Mutex
+	changes := map[string][]time.Time{}
+	go func() {
+		for entry := range w.Updates() {
+			if entry == nil {
+				continue
+			}
+			var st struct{ State string }
+			if json.Unmarshal(entry.Value(), &st) == nil {
+				tmu.Lock()
+				changes[st.State] = append(changes[st.State], entry.Created())
+				tmu.Unlock()
+			}
+		}
+	}()
+	seen := func(state string) []time.Time {
+		tmu.Lock()
+		defer tmu.Unlock()
+		return append([]time.Time(nil), changes[state]...)
+	}
+
+	e.startProcess(t, fleetConfig(sA.URL), "consumer-a.log")
+	e.startProcess(t, fleetConfig(sB.URL), "consumer-b.log")
+	ids := make([]string, 40)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("fb-%d", i)
+		e.publish(&task.Envelope{ID: ids[i], NodeType: "call", Payload: []byte("{}"), ReplyTo: "results." + ids[i]})
+	}
+	eventually(t, 30*time.Second, "the fleet breaker to open", func() bool { return len(seen("open")) > 0 })
+	time.Sleep(pullWait*5 + 200*time.Millisecond) // the consumers' pull wait is 1s
+	before := dA.count() + dB.count()
+	more := make([]string, 40) // published while open: they must wait
+	for i := range more {
+		more[i] = fmt.Sprintf("fb-more-%d", i)
+		e.publish(&task.Envelope{ID: more[i], NodeType: "call", Payload: []byte("{}"), ReplyTo: "results." + more[i]})
+	}
+	ids = append(ids, more...)
+	time.Sleep(500 * time.Millisecond)
+	if st, err := queue.GetStatus(context.Background(), e.js, e.names); err != nil || !st.Paused || st.Pending < 40 {
+		t.Fatalf("consumer not paused with the new tasks pending: %+v %v", st, err)
+	}
+	if after := dA.count() + dB.count(); after != before {
+		t.Fatalf("%d requests while the fleet breaker was open", after-before)
+	}
+
+	dA.failing.Store(false)
+	eventually(t, 60*time.Second, "every task after recovery", func() bool { d, _, _ := res.count(); return d == len(ids) })
+	half, closed := seen("half-open"), seen("closed")
+	if len(half) == 0 || len(closed) == 0 {
+		t.Fatalf("transitions: %v", changes)
+	}
+	probeFrom, probeTo := half[len(half)-1], closed[len(closed)-1]
+	probes := dA.requests(probeFrom, probeTo) + dB.requests(probeFrom, probeTo)
+	distinct, _, dups := res.count()
+	t.Logf("published %d, succeeded %d, dead-lettered %d, duplicates %d; probes in the last half-open window %d; trips %d",
+		len(ids), distinct, e.streamMsgs(e.names.DLQStream), dups, probes, len(seen("open")))
+	if probes != 1 {
+		t.Fatalf("%d requests between the probe claim and the close, want exactly one probe", probes)
+	}
+	far := time.Now().Add(time.Hour)
+	if dA.requests(probeTo, far) == 0 || dB.requests(probeTo, far) == 0 {
+		t.Fatalf("not both consumers resumed: %d and %d requests after the close", dA.requests(probeTo, far), dB.requests(probeTo, far))
 	}
 }

@@ -243,8 +243,12 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 	if gen == b.generation {
 		switch {
 		case probe && o == Success:
+			if b.s.Shared != nil {
+				// Tell the fleet before anyone here runs again: every task
+				// that runs after the probe then runs after the close.
+				b.s.Shared.Close()
+			}
 			notify = b.setState(Closed)
-			notify = b.publish(notify, func(sh Shared) { sh.Close() })
 		case probe && o == Failure:
 			notify = b.setState(Open)
 			notify = b.publishTrip(notify)
