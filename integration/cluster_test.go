@@ -46,16 +46,8 @@ func TestClusterLeaderLoss(t *testing.T) {
 		d, _, _ := res.count()
 		return d == n
 	})
-	distinct, _, dups := res.count()
-	lost := 0
-	for _, id := range ids {
-		res.mu.Lock()
-		if res.runs[id] == 0 {
-			lost++
-		}
-		res.mu.Unlock()
-	}
-	t.Logf("leader %s shut down; published %d, succeeded %d, duplicates %d, lost %d", leader, n, distinct, dups, lost)
+	t.Logf("leader %s shut down", leader)
+	lost, _ := res.account(t, e, ids)
 	if lost != 0 {
 		t.Fatalf("lost %d", lost)
 	}

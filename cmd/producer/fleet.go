@@ -133,11 +133,19 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 					paused = "until resumed"
 				}
 			}
+			breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
+			if st.Breaker != "" {
+				breaker = "fleet: " + st.Breaker
+				if st.Breaker == "open" {
+					breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
+				}
+				breaker += " (last change by " + st.BreakerBy + ")"
+			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 			for _, row := range [][2]any{
 				{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
 				{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
-				{"dead letters", st.DeadLetters},
+				{"dead letters", st.DeadLetters}, {"circuit breaker", breaker},
 			} {
 				fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
 			}

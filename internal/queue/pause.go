@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -48,6 +49,11 @@ type Status struct {
 	PausedUntil time.Time `json:"paused_until,omitzero"`
 	// DeadLetters is the number of records in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
+	// Breaker is the fleet-wide breaker's state ("closed", "open",
+	// "half-open"), empty when no consumer runs with breaker.scope fleet.
+	Breaker      string    `json:"fleet_breaker,omitempty"`
+	BreakerUntil time.Time `json:"fleet_breaker_until,omitzero"`
+	BreakerBy    string    `json:"fleet_breaker_by,omitempty"`
 }
 
 // GetStatus reads the shared consumer's state.
@@ -65,6 +71,17 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, e
 		Redelivered: info.NumRedelivered, Waiting: info.NumWaiting, Paused: info.Paused}
 	if info.Paused {
 		st.PausedUntil = time.Now().Add(info.PauseRemaining).UTC().Truncate(time.Second)
+	}
+	if kv, err := js.KeyValue(ctx, BreakerBucket); err == nil {
+		if entry, err := kv.Get(ctx, n.Consumer); err == nil {
+			var fs fleetState
+			if json.Unmarshal(entry.Value(), &fs) == nil {
+				st.Breaker, st.BreakerBy = fs.State, fs.Owner
+				if fs.State == "open" {
+					st.BreakerUntil = fs.Until
+				}
+			}
+		}
 	}
 	if s, err := js.Stream(ctx, n.DLQStream); err == nil {
 		if si, err := s.Info(ctx); err == nil {
