@@ -57,3 +57,13 @@ func (c *connFlags) connect(log *slog.Logger) (*nats.Conn, jetstream.JetStream, 
 	}
 	return nc, js, nil
 }
+
+// withJS connects, runs fn, and closes the connection.
+func (c *connFlags) withJS(e *env, fn func(js jetstream.JetStream) error) error {
+	nc, js, err := c.connect(quietLog(e))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return fn(js)
+}

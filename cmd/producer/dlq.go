@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -74,7 +73,7 @@ filters; all of them must match. Times are RFC 3339, a date, or an age (90m, 2h,
 	pf.StringVar(&ff.prefix, "dlq-prefix", queue.DefaultNames().DLQPrefix, "dead-letter subject prefix (names.dlq_prefix)")
 
 	open := func() (*dlq.Store, func(), error) {
-		nc, js, err := conn.connect(slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		nc, js, err := conn.connect(quietLog(e))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -86,6 +85,20 @@ filters; all of them must match. Times are RFC 3339, a date, or an age (90m, 2h,
 }
 
 type opener func() (*dlq.Store, func(), error)
+
+// with parses the filters, connects, and runs fn with the store and filter.
+func (ff *filterFlags) with(open opener, fn func(st *dlq.Store, f *dlq.Filter) error) error {
+	f, err := ff.filter(time.Now())
+	if err != nil {
+		return err
+	}
+	st, closeConn, err := open()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	return fn(st, f)
+}
 
 // listItem is one record in list output.
 type listItem struct {
@@ -137,67 +150,60 @@ func dlqListCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cobr
   producer dlq list --before-seq 4812        # the next (older) page`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := ff.filter(time.Now())
-			if err != nil {
-				return err
-			}
-			f.BeforeSeq, f.AfterSeq = before, after
-			st, closeConn, err := open()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			var items []listItem
-			matched := 0
-			errPage := errors.New("page full")
-			err = st.Scan(ctx, f, 0, func(en dlq.Entry) error {
-				matched++
-				if oldest {
-					if len(items) == limit {
-						return errPage
+			return ff.with(open, func(st *dlq.Store, f *dlq.Filter) error {
+				f.BeforeSeq, f.AfterSeq = before, after
+				var items []listItem
+				matched := 0
+				errPage := errors.New("page full")
+				err := st.Scan(ctx, f, 0, func(en dlq.Entry) error {
+					matched++
+					if oldest {
+						if len(items) == limit {
+							return errPage
+						}
+						items = append(items, item(en))
+						return nil
 					}
-					items = append(items, item(en))
+					items = append(items, item(en)) // keep the newest `limit`
+					if len(items) > limit {
+						items = items[1:]
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, errPage) {
+					return err
+				}
+				if !oldest {
+					for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
+						items[i], items[j] = items[j], items[i]
+					}
+				}
+				if asJSON {
+					enc := json.NewEncoder(e.stdout)
+					for _, it := range items {
+						if err := enc.Encode(it); err != nil {
+							return err
+						}
+					}
 					return nil
 				}
-				items = append(items, item(en)) // keep the newest `limit`
-				if len(items) > limit {
-					items = items[1:]
+				if len(items) == 0 {
+					fmt.Fprintln(e.stdout, "no matching records")
+					return nil
+				}
+				printItems(e.stdout, items)
+				switch {
+				case oldest && errors.Is(err, errPage):
+					fmt.Fprintf(e.stdout, "\n%d records, oldest first; next page: --oldest --after-seq %d\n", len(items), items[len(items)-1].Seq)
+				case oldest:
+					fmt.Fprintf(e.stdout, "\n%d records, oldest first\n", len(items))
+				case matched > len(items):
+					fmt.Fprintf(e.stdout, "\n%d of %d matching records, newest first; next page: --before-seq %d\n", len(items), matched, items[len(items)-1].Seq)
+				default:
+					fmt.Fprintf(e.stdout, "\n%d matching records, newest first\n", matched)
 				}
 				return nil
 			})
-			if err != nil && !errors.Is(err, errPage) {
-				return err
-			}
-			if !oldest {
-				for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
-					items[i], items[j] = items[j], items[i]
-				}
-			}
-			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				for _, it := range items {
-					if err := enc.Encode(it); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			if len(items) == 0 {
-				fmt.Fprintln(e.stdout, "no matching records")
-				return nil
-			}
-			printItems(e.stdout, items)
-			switch {
-			case oldest && errors.Is(err, errPage):
-				fmt.Fprintf(e.stdout, "\n%d records, oldest first; next page: --oldest --after-seq %d\n", len(items), items[len(items)-1].Seq)
-			case oldest:
-				fmt.Fprintf(e.stdout, "\n%d records, oldest first\n", len(items))
-			case matched > len(items):
-				fmt.Fprintf(e.stdout, "\n%d of %d matching records, newest first; next page: --before-seq %d\n", len(items), matched, items[len(items)-1].Seq)
-			default:
-				fmt.Fprintf(e.stdout, "\n%d matching records, newest first\n", matched)
-			}
-			return nil
 		},
 	}
 	fl := cmd.Flags()
@@ -367,35 +373,28 @@ func dlqStatsCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cob
 		Short: "Count records by node type and error kind, with a sample message",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := ff.filter(time.Now())
-			if err != nil {
-				return err
-			}
-			st, closeConn, err := open()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			groups, total, err := st.Stats(ctx, f)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"total": total, "groups": groups})
-			}
-			if total == 0 {
-				fmt.Fprintln(e.stdout, "no matching records")
+			return ff.with(open, func(st *dlq.Store, f *dlq.Filter) error {
+				groups, total, err := st.Stats(ctx, f)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(e.stdout).Encode(map[string]any{"total": total, "groups": groups})
+				}
+				if total == 0 {
+					fmt.Fprintln(e.stdout, "no matching records")
+					return nil
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NODE TYPE\tKIND\tCOUNT\tFIRST (UTC)\tLAST (UTC)\tMESSAGES\tMOST COMMON MESSAGE")
+				for _, g := range groups {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s (%d)\n", g.NodeType, g.ErrorKind, g.Count, g.First.UTC().Format("2006-01-02 15:04:05"),
+						g.Last.UTC().Format("2006-01-02 15:04:05"), g.Distinct, shorten(g.Sample, 60), g.SampleN)
+				}
+				tw.Flush()
+				fmt.Fprintf(e.stdout, "\n%d records in %d groups\n", total, len(groups))
 				return nil
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE TYPE\tKIND\tCOUNT\tFIRST (UTC)\tLAST (UTC)\tMESSAGES\tMOST COMMON MESSAGE")
-			for _, g := range groups {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s (%d)\n", g.NodeType, g.ErrorKind, g.Count, g.First.UTC().Format("2006-01-02 15:04:05"),
-					g.Last.UTC().Format("2006-01-02 15:04:05"), g.Distinct, shorten(g.Sample, 60), g.SampleN)
-			}
-			tw.Flush()
-			fmt.Fprintf(e.stdout, "\n%d records in %d groups\n", total, len(groups))
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -434,56 +433,50 @@ unless --force.`,
   producer dlq replay --task-id 7hX2kq --force`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := ff.filter(time.Now())
-			if err != nil {
-				return err
-			}
+			var err error
 			if o.Rate, err = parseRate(rateStr); err != nil {
 				return usageError{err}
 			}
-			st, closeConn, err := open()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if o.DryRun {
-				return dryRun(ctx, e, st, f, o)
-			}
-			var bar *progressbar.ProgressBar
-			if !quiet && isTerminal(e.stderr) {
-				total := 0
-				if err := st.Scan(ctx, f, 0, func(dlq.Entry) error { total++; return nil }); err != nil {
-					return err
+			return ff.with(open, func(st *dlq.Store, f *dlq.Filter) error {
+				if o.DryRun {
+					return dryRun(ctx, e, st, f, o)
 				}
-				if o.Limit > 0 {
-					total = min(total, o.Limit)
+				var bar *progressbar.ProgressBar
+				if !quiet && isTerminal(e.stderr) {
+					total := 0
+					if err := st.Scan(ctx, f, 0, func(dlq.Entry) error { total++; return nil }); err != nil {
+						return err
+					}
+					if o.Limit > 0 {
+						total = min(total, o.Limit)
+					}
+					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("replaying"),
+						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"),
+						progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+					o.Progress = func(s dlq.ReplaySummary) { _ = bar.Set(s.Selected) }
 				}
-				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("replaying"),
-					progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"),
-					progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-				o.Progress = func(s dlq.ReplaySummary) { _ = bar.Set(s.Selected) }
-			}
-			start := time.Now()
-			sum, err := st.Replay(ctx, f, o)
-			if bar != nil {
-				_ = bar.Finish()
-			}
-			took := time.Since(start)
-			fmt.Fprintf(e.stdout, "replayed %d, already replayed %d, skipped %d, failed %d in %v (%.0f records/s)\n",
-				sum.Replayed, sum.Duplicates, sum.Skipped, sum.Failed, took.Round(time.Millisecond), float64(sum.Replayed+sum.Duplicates)/max(took.Seconds(), 1e-9))
-			if sum.Skipped > 0 {
-				fmt.Fprintf(e.stdout, "skipped records stay in the dead-letter queue: replayed %d times already (--max-replays) or unreadable; --force replays them\n", o.MaxReplays)
-			}
-			for _, msg := range sum.Errors {
-				fmt.Fprintln(e.stderr, msg)
-			}
-			if err != nil {
-				return fmt.Errorf("replay stopped: %w (run it again to continue; nothing is lost or duplicated)", err)
-			}
-			if sum.Failed > 0 {
-				return fmt.Errorf("%d records could not be replayed and stay in the dead-letter queue", sum.Failed)
-			}
-			return nil
+				start := time.Now()
+				sum, err := st.Replay(ctx, f, o)
+				if bar != nil {
+					_ = bar.Finish()
+				}
+				took := time.Since(start)
+				fmt.Fprintf(e.stdout, "replayed %d, already replayed %d, skipped %d, failed %d in %v (%.0f records/s)\n",
+					sum.Replayed, sum.Duplicates, sum.Skipped, sum.Failed, took.Round(time.Millisecond), float64(sum.Replayed+sum.Duplicates)/max(took.Seconds(), 1e-9))
+				if sum.Skipped > 0 {
+					fmt.Fprintf(e.stdout, "skipped records stay in the dead-letter queue: replayed %d times already (--max-replays) or unreadable; --force replays them\n", o.MaxReplays)
+				}
+				for _, msg := range sum.Errors {
+					fmt.Fprintln(e.stderr, msg)
+				}
+				if err != nil {
+					return fmt.Errorf("replay stopped: %w (run it again to continue; nothing is lost or duplicated)", err)
+				}
+				if sum.Failed > 0 {
+					return fmt.Errorf("%d records could not be replayed and stay in the dead-letter queue", sum.Failed)
+				}
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -530,37 +523,30 @@ func dlqPurgeCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cob
 		Short: "Delete the selected records (asks first unless --yes)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := ff.filter(time.Now())
-			if err != nil {
+			return ff.with(open, func(st *dlq.Store, f *dlq.Filter) error {
+				if !yes {
+					n := 0
+					if err := st.Scan(ctx, f, 0, func(dlq.Entry) error { n++; return nil }); err != nil {
+						return err
+					}
+					if n == 0 {
+						fmt.Fprintln(e.stdout, "no matching records")
+						return nil
+					}
+					what := "matching records"
+					if f.IsZero() {
+						what = "records (the whole dead-letter queue)"
+					}
+					fmt.Fprintf(e.stderr, "Delete %d %s? This cannot be undone. [y/N] ", n, what)
+					answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
+					if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+						return errors.New("purge cancelled; nothing was deleted")
+					}
+				}
+				n, err := st.Purge(ctx, f)
+				fmt.Fprintf(e.stdout, "purged %d records\n", n)
 				return err
-			}
-			st, closeConn, err := open()
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if !yes {
-				n := 0
-				if err := st.Scan(ctx, f, 0, func(dlq.Entry) error { n++; return nil }); err != nil {
-					return err
-				}
-				if n == 0 {
-					fmt.Fprintln(e.stdout, "no matching records")
-					return nil
-				}
-				what := "matching records"
-				if f.IsZero() {
-					what = "records (the whole dead-letter queue)"
-				}
-				fmt.Fprintf(e.stderr, "Delete %d %s? This cannot be undone. [y/N] ", n, what)
-				answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
-				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-					return errors.New("purge cancelled; nothing was deleted")
-				}
-			}
-			n, err := st.Purge(ctx, f)
-			fmt.Fprintf(e.stdout, "purged %d records\n", n)
-			return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")

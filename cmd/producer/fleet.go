@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/queue"
@@ -62,20 +63,17 @@ of consumers and servers. With --until the server resumes by itself at that time
 					end = t
 				}
 			}
-			nc, js, err := conn.connect(quietLog(e))
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			if err := queue.Pause(ctx, js, ff.names(conn), end); err != nil {
-				return err
-			}
-			if until == "" {
-				fmt.Fprintf(e.stdout, "paused %s until resumed\n", ff.consumer)
-			} else {
-				fmt.Fprintf(e.stdout, "paused %s until %s\n", ff.consumer, end.UTC().Format(time.RFC3339))
-			}
-			return nil
+			return conn.withJS(e, func(js jetstream.JetStream) error {
+				if err := queue.Pause(ctx, js, ff.names(conn), end); err != nil {
+					return err
+				}
+				if until == "" {
+					fmt.Fprintf(e.stdout, "paused %s until resumed\n", ff.consumer)
+				} else {
+					fmt.Fprintf(e.stdout, "paused %s until %s\n", ff.consumer, end.UTC().Format(time.RFC3339))
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&until, "until", "", "resume by itself after this duration (30m) or at this RFC 3339 time")
@@ -90,16 +88,13 @@ func resumeCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 		Short: "Resume a paused fleet",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, js, err := conn.connect(quietLog(e))
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			if err := queue.Resume(ctx, js, ff.names(conn)); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "resumed %s\n", ff.consumer)
-			return nil
+			return conn.withJS(e, func(js jetstream.JetStream) error {
+				if err := queue.Resume(ctx, js, ff.names(conn)); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "resumed %s\n", ff.consumer)
+				return nil
+			})
 		},
 	}
 	ff.register(cmd)
@@ -114,42 +109,39 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 		Short: "Show pending, in-flight, paused and dead-lettered counts of the shared consumer",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, js, err := conn.connect(quietLog(e))
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			st, err := queue.GetStatus(ctx, js, ff.names(conn))
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(st)
-			}
-			paused := "no"
-			if st.Paused {
-				paused = "until " + st.PausedUntil.Format(time.RFC3339)
-				if time.Until(st.PausedUntil) > queue.Forever/2 {
-					paused = "until resumed"
+			return conn.withJS(e, func(js jetstream.JetStream) error {
+				st, err := queue.GetStatus(ctx, js, ff.names(conn))
+				if err != nil {
+					return err
 				}
-			}
-			breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
-			if st.Breaker != "" {
-				breaker = "fleet: " + st.Breaker
-				if st.Breaker == "open" {
-					breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
+				if asJSON {
+					return json.NewEncoder(e.stdout).Encode(st)
 				}
-				breaker += " (last change by " + st.BreakerBy + ")"
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-			for _, row := range [][2]any{
-				{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
-				{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
-				{"dead letters", st.DeadLetters}, {"circuit breaker", breaker},
-			} {
-				fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
-			}
-			return tw.Flush()
+				paused := "no"
+				if st.Paused {
+					paused = "until " + st.PausedUntil.Format(time.RFC3339)
+					if time.Until(st.PausedUntil) > queue.Forever/2 {
+						paused = "until resumed"
+					}
+				}
+				breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
+				if st.Breaker != "" {
+					breaker = "fleet: " + st.Breaker
+					if st.Breaker == "open" {
+						breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
+					}
+					breaker += " (last change by " + st.BreakerBy + ")"
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+				for _, row := range [][2]any{
+					{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
+					{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
+					{"dead letters", st.DeadLetters}, {"circuit breaker", breaker},
+				} {
+					fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
