@@ -100,7 +100,8 @@ type Breaker struct {
 	probe      bool      // a half-open probe is running
 	generation uint64    // bumped on every state change; stale outcomes are ignored
 	changed    chan struct{}
-	remote     bool // half-open, and another instance of the fleet probes
+	remote     bool      // half-open, and another instance of the fleet probes
+	claimedAt  time.Time // when this instance last tried to claim the probe
 }
 
 // NewBreaker returns a closed breaker.
@@ -135,15 +136,21 @@ func (b *Breaker) State() State {
 // tick moves Open to HalfOpen once the cooldown is over. It must be called
 // with mu held and returns the callback to run after unlocking.
 func (b *Breaker) tick(now time.Time) func() {
-	if b.state == Open && !now.Before(b.openUntil) {
+	switch {
+	case b.state == Open && !now.Before(b.openUntil):
 		notify := b.setState(HalfOpen)
 		if b.s.Shared != nil {
 			// Only one instance of the fleet may probe. The claim is a
 			// round trip; holding the lock keeps every local caller waiting
 			// for its answer, which is what they must do anyway.
-			b.remote = !b.s.Shared.ClaimProbe()
+			b.remote, b.claimedAt = !b.s.Shared.ClaimProbe(), now
 		}
 		return notify
+	case b.state == HalfOpen && b.remote && now.Sub(b.claimedAt) >= b.s.Cooldown:
+		// Another instance probes, and has not told the fleet the outcome
+		// for a while: it may have died. Ask again; the shared state
+		// decides whether its probe has gone silent long enough.
+		b.remote, b.claimedAt = !b.s.Shared.ClaimProbe(), now
 	}
 	return func() {}
 }
@@ -180,8 +187,11 @@ func (b *Breaker) setState(to State) func() {
 // wait returns a channel closed at the next state change, and a timer
 // channel for the end of the cooldown when open (nil otherwise).
 func (b *Breaker) wait() (<-chan struct{}, time.Duration) {
-	if b.state == Open {
+	switch {
+	case b.state == Open:
 		return b.changed, time.Until(b.openUntil)
+	case b.state == HalfOpen && b.remote:
+		return b.changed, time.Until(b.claimedAt.Add(b.s.Cooldown))
 	}
 	return b.changed, -1
 }

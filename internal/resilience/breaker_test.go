@@ -182,6 +182,8 @@ type fleet struct {
 	probing  bool
 	claims   int
 	openTill time.Time
+	claimed  time.Time
+	timeout  time.Duration // a probe silent this long may be claimed again; 0: never
 }
 
 type member struct {
@@ -203,10 +205,10 @@ func (m member) Trip(until time.Time, trips int) {
 func (m member) ClaimProbe() bool {
 	m.f.mu.Lock()
 	defer m.f.mu.Unlock()
-	if m.f.probing {
+	if m.f.probing && (m.f.timeout == 0 || time.Since(m.f.claimed) < m.f.timeout) {
 		return false
 	}
-	m.f.probing = true
+	m.f.probing, m.f.claimed = true, time.Now()
 	m.f.claims++
 	return true
 }
@@ -278,6 +280,38 @@ func TestFleetBreakerOneProbe(t *testing.T) {
 		}
 		for range 2 {
 			(<-probes)(Success)
+		}
+	})
+}
+
+// TestFleetBreakerSilentProber: when the instance that claimed the probe
+// dies, another takes over once the probe has been silent long enough.
+func TestFleetBreakerSilentProber(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fleet{timeout: 25 * time.Second}
+		for i := range 2 {
+			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, Shared: member{f, i}}))
+		}
+		a, b := f.members[0], f.members[1]
+		fail(t, a, Failure) // the fleet opens
+		time.Sleep(10 * time.Second)
+		if _, err := a.Acquire(context.Background()); err != nil { // a claims the probe, then dies silently
+			t.Fatal(err)
+		}
+		start := time.Now()
+		done, err := b.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited < 25*time.Second || waited > 40*time.Second {
+			t.Fatalf("b took over after %v; want after the 25s probe timeout, within a cooldown of it", waited)
+		}
+		if f.claims != 2 {
+			t.Fatalf("%d claims", f.claims)
+		}
+		done(Success)
+		if b.State() != Closed || a.State() != Closed {
+			t.Fatalf("states %v %v after b's probe", a.State(), b.State())
 		}
 	})
 }
