@@ -15,10 +15,10 @@ import (
 // Delivery is one message handed to a Handler.
 type Delivery struct {
 	Msg jetstream.Msg
-	// Stopping is closed when the consumer begins to shut down: waits that
+	// Stopping is done when the consumer begins to shut down: waits that
 	// are not the node's own work (retry backoff, a paused breaker) should
 	// end and hand the message back.
-	Stopping <-chan struct{}
+	Stopping context.Context
 }
 
 // Handler processes one delivered message and settles it (ack, nak or
@@ -109,7 +109,7 @@ func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
 		go func() {
 			defer workers.Done()
 			for msg := range work {
-				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx.Done()})
+				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx})
 				release(1)
 			}
 		}()

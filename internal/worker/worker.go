@@ -115,6 +115,9 @@ type failure struct {
 // Handle settles one delivery. It is a queue.Handler.
 func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	msg := d.Msg
+	if d.Stopping == nil {
+		d.Stopping = context.Background() // called outside a Puller: never stopping
+	}
 	received := time.Now()
 	meta, _ := msg.Metadata()
 	var seq uint64
@@ -148,20 +151,11 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		return
 	}
 
-	// stopCtx ends when shutdown begins: it bounds waits that are not the node's work.
-	stopCtx, stopCancel := context.WithCancel(ctx)
-	defer stopCancel()
-	go func() {
-		select {
-		case <-d.Stopping:
-			stopCancel()
-		case <-stopCtx.Done():
-		}
-	}()
+	// d.Stopping ends when shutdown begins: it bounds waits that are not the node's work.
 	report := func(resilience.Outcome) {}
 	if w.o.Breaker != nil {
 		var err error
-		if report, err = w.o.Breaker.Acquire(stopCtx); err != nil {
+		if report, err = w.o.Breaker.Acquire(d.Stopping); err != nil {
 			w.handBack(msg, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
 			return
 		}
@@ -225,7 +219,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
-		case <-stopCtx.Done():
+		case <-d.Stopping.Done():
 			timer.Stop()
 			report(resilience.Ignored)
 			w.handBack(msg, env.NodeType, delay, "shutdown during retry backoff", alog)
