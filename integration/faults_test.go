@@ -322,7 +322,7 @@ redelivery:
 breaker:
   scope: fleet
   failure_threshold: 3
-  cooldown: 2s
+  cooldown: 4s
 nodes:
   call:
     executor: http

@@ -242,7 +242,7 @@ func TestBreakerPausesSubscription(t *testing.T) {
 	down.Store(true)
 	var transitions []string
 	var tmu sync.Mutex
-	b := resilience.NewBreaker(resilience.BreakerSettings{Name: "test", Cooldown: 2 * time.Second,
+	b := resilience.NewBreaker(resilience.BreakerSettings{Name: "test", Cooldown: 4 * time.Second,
 		OnStateChange: func(_ string, from, to resilience.State) {
 			tmu.Lock()
 			transitions = append(transitions, to.String())
@@ -277,7 +277,7 @@ func TestBreakerPausesSubscription(t *testing.T) {
 		second = append(second, &task.Envelope{ID: fmt.Sprintf("b-%d", i), NodeType: "call"})
 	}
 	e.publish(second...)
-	time.Sleep(time.Second) // well inside the 2s cooldown
+	time.Sleep(time.Second) // well inside the 4s cooldown
 	if b.State() != resilience.Open {
 		t.Fatalf("breaker %v before its cooldown ended", b.State())
 	}
