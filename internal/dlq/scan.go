@@ -88,32 +88,23 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 		return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
 	}
 	defer it.Stop()
-	type next struct {
-		msg jetstream.Msg
-		err error
-	}
+	// Messages() takes no context: stop the iterator when ctx ends, or when
+	// nothing arrives for a while (the records still pending were deleted
+	// meanwhile). Either makes Next return ErrMsgIteratorClosed.
+	defer context.AfterFunc(ctx, it.Stop)()
+	const idle = 10 * time.Second
+	idleTimer := time.AfterFunc(idle, it.Stop)
+	defer idleTimer.Stop()
 	for {
-		// Messages() has no context: wait for it in a goroutine we can abandon.
-		ch := make(chan next, 1)
-		go func() { m, err := it.Next(); ch <- next{m, err} }()
-		var n next
-		select {
-		case n = <-ch:
-		case <-ctx.Done():
-			it.Stop()
-			return ctx.Err()
-		case <-time.After(10 * time.Second):
-			// Nothing more arrives: the records still pending were deleted meanwhile.
-			it.Stop()
-			return nil
-		}
-		if n.err != nil {
-			if errors.Is(n.err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
 			}
-			return fmt.Errorf("read dead-letter stream %s: %w", s.stream, n.err)
+			return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
 		}
-		meta, err := n.msg.Metadata()
+		idleTimer.Reset(idle)
+		meta, err := msg.Metadata()
 		if err != nil {
 			return err
 		}
@@ -121,8 +112,8 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 		if seq > last || (f.BeforeSeq > 0 && seq >= f.BeforeSeq) || (!f.Until.IsZero() && !meta.Timestamp.Before(f.Until)) {
 			return nil
 		}
-		e := Entry{Seq: seq, Time: meta.Timestamp, Subject: n.msg.Subject(), Header: n.msg.Headers()}
-		e.Record, e.Err = Decode(n.msg.Data())
+		e := Entry{Seq: seq, Time: meta.Timestamp, Subject: msg.Subject(), Header: msg.Headers()}
+		e.Record, e.Err = Decode(msg.Data())
 		selected := e.Err == nil && f.Matches(e.Record, seq, meta.Timestamp) ||
 			e.Err != nil && f.onlyNodeTypes() // an unreadable record matches only filters it can be checked against
 		if selected {
