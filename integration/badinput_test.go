@@ -42,7 +42,9 @@ func TestBadInputIsDeadLetteredByteForByte(t *testing.T) {
 		{"json without header", natsMsg{subject: "tasks.echo", data: `{"id":"a","node_type":"echo"}`}, "echo", dlq.ReasonInvalid, "Content-Type"},
 		{"malformed json", natsMsg{subject: "tasks.echo", data: `{"id":"a",`, ct: "application/json"}, "echo", dlq.ReasonInvalid, "malformed json"},
 		{"wrong types", natsMsg{subject: "tasks.echo", data: mp(map[string]any{"id": []int{1}, "node_type": "echo"})}, "echo", dlq.ReasonInvalid, "field id"},
-		{"huge declared length", natsMsg{subject: "tasks.echo", data: "\x81\xa2id\xdb\x7f\xff\xff\xff"}, "echo", dlq.ReasonInvalid, "field id"},
+		{"huge declared length", natsMsg{subject: "tasks.echo", data: "\x81\xa2id\xdb\x7f\xff\xff\xff"}, "echo", dlq.ReasonInvalid, "declares 2147483647 bytes"},
+		// 36 bytes that once made the msgpack decoder allocate 64 GiB and kill the consumer.
+		{"array claiming 4 billion elements", natsMsg{subject: "tasks.echo", data: "\x83\xa2id\xa1a\xa9node_type\xa4echo\xa6params\x81\xa1a\xdd\xff\xff\xff\xf0"}, "echo", dlq.ReasonInvalid, "declares 4294967280 elements"},
 		{"invalid utf-8 id", natsMsg{subject: "tasks.echo", data: mp(map[string]any{"id": "a\xff", "node_type": "echo"})}, "echo", dlq.ReasonInvalid, "UTF-8"},
 		{"missing node type", natsMsg{subject: "tasks.echo", data: mp(map[string]any{"id": "a"})}, "echo", dlq.ReasonInvalid, "missing node type"},
 		{"type/subject mismatch", natsMsg{subject: "tasks.echo", data: mp(map[string]any{"id": "a", "node_type": "other"})}, "echo", dlq.ReasonInvalid, "does not match subject"},

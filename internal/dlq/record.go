@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // RecordVersion is the record version this package writes.
@@ -82,6 +84,9 @@ func Encode(r *Record) ([]byte, error) {
 
 // Decode reads a record.
 func Decode(data []byte) (*Record, error) {
+	if _, err := task.CheckMsgpack(data); err != nil {
+		return nil, fmt.Errorf("malformed dead-letter record: %w", err)
+	}
 	var r Record
 	if err := msgpack.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("malformed dead-letter record: %w", err)

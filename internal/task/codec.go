@@ -123,7 +123,8 @@ func EncodeMsgpack(e *Envelope) ([]byte, error) {
 }
 
 // DecodeMsgpack reads a msgpack envelope. Unknown keys are skipped so that
-// newer producers can add fields. Size limits of the msgpack decoder apply.
+// newer producers can add fields. The bytes are checked with CheckMsgpack
+// before anything is decoded.
 func DecodeMsgpack(data []byte) (*Envelope, error) {
 	bad := func(field, format string, args ...any) error {
 		return &FormatError{Format: "msgpack", Field: field, Msg: fmt.Sprintf(format, args...)}
@@ -131,16 +132,19 @@ func DecodeMsgpack(data []byte) (*Envelope, error) {
 	if len(data) == 0 {
 		return nil, bad("", "empty message")
 	}
-	r := bytes.NewReader(data)
-	dec := msgpack.NewDecoder(r)
-	code, err := dec.PeekCode()
+	if code := data[0]; !msgpcode.IsFixedMap(code) && code != msgpcode.Map16 && code != msgpcode.Map32 {
+		return nil, bad("", "the envelope must be a map, found type byte 0x%02x (is this JSON without Content-Type: application/json?)", code)
+	}
+	n, err := CheckMsgpack(data)
 	if err != nil {
 		return nil, bad("", "%v", err)
 	}
-	if !msgpcode.IsFixedMap(code) && code != msgpcode.Map16 && code != msgpcode.Map32 {
-		return nil, bad("", "the envelope must be a map, found type byte 0x%02x (is this JSON without Content-Type: application/json?)", code)
+	if n != len(data) {
+		return nil, bad("", "%d trailing bytes after the envelope map", len(data)-n)
 	}
-	n, err := dec.DecodeMapLen()
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	n, err = dec.DecodeMapLen()
 	if err != nil {
 		return nil, bad("", "%v", err)
 	}
@@ -237,9 +241,6 @@ func DecodeMsgpack(data []byte) (*Envelope, error) {
 			}
 			return nil, bad(key, "%v", err)
 		}
-	}
-	if r.Len() != 0 {
-		return nil, bad("", "%d trailing bytes after the envelope map", r.Len())
 	}
 	if e.Version == 0 {
 		e.Version = Version

@@ -163,7 +163,7 @@ func TestDecodeErrors(t *testing.T) {
 		contains string
 	}{
 		{"empty", "", nil, "", "empty message"},
-		{"truncated", "", good[:len(good)-2], "?", "EOF"},
+		{"truncated", "", good[:len(good)-2], "", "declares 4 bytes but only 2 follow"},
 		{"not a map", "", mp([]int{1, 2}), "", "must be a map"},
 		{"json without content type", "", []byte(`{"id":"a"}`), "", "Content-Type"},
 		{"id wrong type", "", mp(map[string]any{"id": 5, "node_type": "echo"}), "id", "want a string"},
@@ -171,7 +171,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"float time", "", mp(map[string]any{"id": "a", "node_type": "echo", "created_at": 1.5}), "created_at", "float"},
 		{"bad time string", "", mp(map[string]any{"id": "a", "node_type": "echo", "deadline": "soon"}), "deadline", "RFC 3339"},
 		{"trailing bytes", "", append(good, 0xc0), "", "trailing"},
-		{"huge declared string", "", []byte{0x81, 0xa2, 'i', 'd', 0xdb, 0x7f, 0xff, 0xff, 0xff}, "id", "EOF"},
+		{"huge declared string", "", []byte{0x81, 0xa2, 'i', 'd', 0xdb, 0x7f, 0xff, 0xff, 0xff}, "", "declares 2147483647 bytes"},
+		{"params array claiming 4 billion elements", "", []byte{0x83, 0xa2, 'i', 'd', 0xa1, 'a', 0xa9, 'n', 'o', 'd', 'e', '_', 't', 'y', 'p', 'e', 0xa4, 'e', 'c', 'h', 'o',
+			0xa6, 'p', 'a', 'r', 'a', 'm', 's', 0x81, 0xa1, 'a', 0xdd, 0xff, 0xff, 0xff, 0xf0}, "", "declares 4294967280 elements"},
+		{"payload nested too deep", "", append(append([]byte{0x83, 0xa2, 'i', 'd', 0xa1, 'a', 0xa9, 'n', 'o', 'd', 'e', '_', 't', 'y', 'p', 'e', 0xa4, 'e', 'c', 'h', 'o',
+			0xa7, 'p', 'a', 'y', 'l', 'o', 'a', 'd'}, bytes.Repeat([]byte{0x91}, MaxMsgpackDepth)...), 0xc0), "", "deeper than 10000"},
 		{"json array", ContentTypeJSON, []byte(`[1]`), "", "JSON object"},
 		{"json wrong type", ContentTypeJSON, []byte(`{"id":1,"node_type":"echo"}`), "id", "want string"},
 		{"json trailing", ContentTypeJSON, []byte(`{"id":"a","node_type":"echo"} {}`), "", "trailing"},
