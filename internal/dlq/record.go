@@ -84,11 +84,8 @@ func Encode(r *Record) ([]byte, error) {
 
 // Decode reads a record.
 func Decode(data []byte) (*Record, error) {
-	if _, err := task.CheckMsgpack(data); err != nil {
-		return nil, fmt.Errorf("malformed dead-letter record: %w", err)
-	}
 	var r Record
-	if err := msgpack.Unmarshal(data, &r); err != nil {
+	if err := task.UnmarshalMsgpack(data, &r); err != nil {
 		return nil, fmt.Errorf("malformed dead-letter record: %w", err)
 	}
 	if r.Version < 1 || r.Version > RecordVersion {

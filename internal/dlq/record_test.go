@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,6 +30,22 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := Decode(b[:len(b)/2]); err == nil {
 		t.Fatal("half a record decoded")
+	}
+}
+
+// TestDecodeHostileRecords: anyone allowed to publish on dlq.> can write a
+// record; the operator's tools must get an error, not a crash.
+func TestDecodeHostileRecords(t *testing.T) {
+	for name, data := range map[string]string{
+		"nil time field (msgpack/v5 panics)": "\xde\x00\x01\xaclast_failure\xc0",
+		"headers claiming 4 billion entries": "\x81\xa7headers\xdf\xff\xff\xff\xff",
+		"data longer than the record":        "\x81\xa4data\xc6\x7f\xff\xff\xff",
+	} {
+		if r, err := Decode([]byte(data)); err == nil {
+			t.Errorf("%s: decoded %+v", name, r)
+		} else if !strings.Contains(err.Error(), "malformed dead-letter record: msgpack") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package task
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // MaxMsgpackDepth is how deeply arrays and maps may nest in a msgpack value
@@ -137,4 +139,20 @@ func CheckMsgpack(data []byte) (int, error) {
 			pos += int(skip)
 		}
 	}
+}
+
+// UnmarshalMsgpack decodes one msgpack value from an untrusted source into v:
+// it runs CheckMsgpack first, and turns a panic inside the msgpack library
+// (msgpack/v5 panics, for one, on nil where a struct field is a time.Time)
+// into an error. It does not reject trailing bytes.
+func UnmarshalMsgpack(data []byte, v any) (err error) {
+	if _, err := CheckMsgpack(data); err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("msgpack: the decoder failed on this value: %v", p)
+		}
+	}()
+	return msgpack.Unmarshal(data, v)
 }

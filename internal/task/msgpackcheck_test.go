@@ -114,3 +114,20 @@ func FuzzCheckMsgpack(f *testing.F) {
 		}
 	})
 }
+
+func TestUnmarshalMsgpack(t *testing.T) {
+	var v struct {
+		At time.Time `msgpack:"at"`
+		N  []int     `msgpack:"n"`
+	}
+	// msgpack/v5 panics decoding nil into a time.Time field.
+	if err := UnmarshalMsgpack([]byte("\x81\xa2at\xc0"), &v); err == nil || !strings.Contains(err.Error(), "decoder failed") {
+		t.Fatalf("nil time: %v", err)
+	}
+	if err := UnmarshalMsgpack([]byte("\x81\xa1n\xdd\xff\xff\xff\xff"), &v); err == nil || !strings.Contains(err.Error(), "declares 4294967295 elements") {
+		t.Fatalf("huge array: %v", err)
+	}
+	if err := UnmarshalMsgpack([]byte("\x82\xa2at\xd6\xff\x00\x00\x00\x01\xa1n\x92\x01\x02"), &v); err != nil || v.At.Unix() != 1 || len(v.N) != 2 {
+		t.Fatalf("valid value: %v %+v", err, v)
+	}
+}

@@ -75,11 +75,8 @@ func DecodeResult(data []byte, contentType string) (*Result, error) {
 		}
 		return &r, nil
 	}
-	if _, err := CheckMsgpack(data); err != nil {
-		return nil, fmt.Errorf("malformed msgpack result: %w", err)
-	}
 	var r Result
-	if err := msgpack.Unmarshal(data, &r); err != nil {
+	if err := UnmarshalMsgpack(data, &r); err != nil {
 		return nil, fmt.Errorf("malformed msgpack result: %w", err)
 	}
 	return &r, nil
