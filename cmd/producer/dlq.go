@@ -16,7 +16,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/queue"
@@ -305,7 +304,7 @@ func decodePayload(env *task.Envelope) any {
 		}
 	case task.PayloadMsgpack:
 		var v any
-		if msgpack.Unmarshal(env.Payload, &v) == nil {
+		if task.UnmarshalMsgpack(env.Payload, &v) == nil {
 			return v
 		}
 	}
