@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/queue"
@@ -324,6 +325,73 @@ func TestBreakerPausesSubscription(t *testing.T) {
 	defer tmu.Unlock()
 	if got := strings.Join(transitions, ","); got != "open,half-open,closed" {
 		t.Fatalf("transitions %s", got)
+	}
+}
+
+// TestBreakerFailureRateOpens: a downstream failing every other call never
+// makes 5 failures in a row, so only the failure-rate condition, configured
+// in YAML, can open the breaker; once open, nothing more is pulled.
+func TestBreakerFailureRateOpens(t *testing.T) {
+	cfg, err := config.Parse("rate.yaml", []byte("breaker:\n  failure_threshold: 5\n  failure_rate: 0.5\n  min_requests: 10\n  window: 1m\n  cooldown: 5s\n"))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, _ := cfg.BreakerSettings()
+	var opened atomic.Int32
+	bs.Name, bs.OnStateChange = "rate", func(_ string, _, to resilience.State) {
+		if to == resilience.Open {
+			opened.Add(1)
+		}
+	}
+	b := resilience.NewBreaker(bs)
+
+	e := newEnv(t, queue.StreamOptions{})
+	var healthy atomic.Bool
+	var calls atomic.Int64
+	downstream := exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+		if calls.Add(1)%2 == 0 && !healthy.Load() {
+			return nil, resilience.Errorf(resilience.Transport, "downstream dropped the call")
+		}
+		return []byte("ok"), nil
+	})
+	j := &journal{}
+	reg := exec.NewRegistry()
+	_ = reg.Register(exec.Node{Type: "call", Executor: j.wrap(downstream, b)})
+	// One worker runs the tasks in order; one attempt and one delivery make
+	// every failure final, so each one counts against the breaker at once.
+	e.start(reg, runnerOpts{workers: 1, breaker: b, retry: resilience.None(), redelivery: resilience.Redelivery{MaxDeliveries: 1}})
+
+	var envs []*task.Envelope
+	for i := range 40 {
+		envs = append(envs, &task.Envelope{ID: fmt.Sprintf("r-%02d", i), NodeType: "call"})
+	}
+	e.publish(envs...)
+	eventually(t, 10*time.Second, "the breaker to open on the failure rate", func() bool { return b.State() == resilience.Open })
+	time.Sleep(pullWait + 100*time.Millisecond)
+	runsAtOpen := len(j.all())
+	// Calls 2, 4, ... fail: at the 10th outcome, the 5th failure, the rate
+	// reaches 0.5 with the 10 outcomes it needs.
+	if runsAtOpen != 10 {
+		t.Fatalf("%d runs when the breaker opened, want 10", runsAtOpen)
+	}
+	time.Sleep(time.Second) // well inside the 5s cooldown
+	if n := len(j.all()); n != runsAtOpen || b.State() != resilience.Open {
+		t.Fatalf("ran %d tasks while open (state %v)", n-runsAtOpen, b.State())
+	}
+	if ci, _ := e.cons.Info(context.Background()); ci.NumPending < uint64(len(envs)-runsAtOpen) {
+		t.Fatalf("%d pending in the stream, want the %d tasks not yet run", ci.NumPending, len(envs)-runsAtOpen)
+	}
+
+	healthy.Store(true)
+	eventually(t, 20*time.Second, "every task to finish", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })
+	if d := e.streamMsgs(e.names.DLQStream); d != 5 {
+		t.Fatalf("%d dead letters, want the 5 failed calls", d)
+	}
+	if opened.Load() != 1 || b.State() != resilience.Closed {
+		t.Fatalf("opened %d times, state %v", opened.Load(), b.State())
 	}
 }
 

@@ -294,7 +294,11 @@ func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics) fun
 		l := log.With("subscription", name, "from", from.String(), "to", to.String())
 		switch to {
 		case resilience.Open:
-			l.Error("circuit breaker opened: pulling paused", "failure_threshold", cfg.Breaker.FailureThreshold)
+			attrs := []any{"failure_threshold", cfg.Breaker.FailureThreshold}
+			if b := cfg.Breaker; b.FailureRate > 0 {
+				attrs = append(attrs, "failure_rate", b.FailureRate, "min_requests", b.MinRequests, "window", b.Window.String())
+			}
+			l.Error("circuit breaker opened: pulling paused", attrs...)
 		case resilience.HalfOpen:
 			l.Warn("circuit breaker half-open: one probe task may run")
 		case resilience.Closed:

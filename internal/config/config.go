@@ -125,10 +125,16 @@ type Redelivery struct {
 // Breaker configures the circuit breaker of the subscription.
 type Breaker struct {
 	// FailureThreshold is how many consecutive exhausted transient failures
-	// open it; 0 disables the breaker.
-	FailureThreshold int           `yaml:"failure_threshold"`
-	Cooldown         time.Duration `yaml:"cooldown"`
-	MaxCooldown      time.Duration `yaml:"max_cooldown"`
+	// open it; 0 turns this condition off.
+	FailureThreshold int `yaml:"failure_threshold"`
+	// FailureRate, above 0, also opens it when, within one Window, at least
+	// MinRequests outcomes were counted and this share of them failed.
+	// The breaker is disabled when FailureThreshold and FailureRate are 0.
+	FailureRate float64       `yaml:"failure_rate"`
+	MinRequests int           `yaml:"min_requests"`
+	Window      time.Duration `yaml:"window"`
+	Cooldown    time.Duration `yaml:"cooldown"`
+	MaxCooldown time.Duration `yaml:"max_cooldown"`
 	// Scope is "process" (each consumer process has its own breaker) or
 	// "fleet" (one breaker for every process sharing the durable consumer).
 	Scope string `yaml:"scope"`
@@ -167,8 +173,9 @@ func Default() *Config {
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
 		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},
-		Breaker:    Breaker{FailureThreshold: 5, Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute, Scope: "process"},
-		Nodes:      DefaultNodes(),
+		Breaker: Breaker{FailureThreshold: 5, MinRequests: 20, Window: time.Minute,
+			Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute, Scope: "process"},
+		Nodes: DefaultNodes(),
 	}
 }
 

@@ -202,6 +202,9 @@ nodes:
 		"retry:\n  max_delay: 10ms\n":                                         "r.yaml:2: retry.max_delay: 10ms is less than delay 100ms",
 		"redelivery:\n  max_deliveries: 0\n":                                  "r.yaml:2: redelivery.max_deliveries:",
 		"breaker:\n  cooldown: 1m\n  max_cooldown: 10s\n":                     "r.yaml:3: breaker.max_cooldown:",
+		"breaker:\n  failure_rate: 50\n":                                      "r.yaml:2: breaker.failure_rate: 50: want a share of failures from 0 (off) to 1",
+		"breaker:\n  failure_rate: 0.5\n  min_requests: 0\n":                  "r.yaml:3: breaker.min_requests: 0: want at least 1",
+		"breaker:\n  failure_rate: 0.5\n  window: 0s\n":                       "r.yaml:3: breaker.window: must be a positive duration",
 		"nodes:\n  f:\n    executor: fault\n    retry:\n      attempts: -1\n": "r.yaml:5: nodes.f.retry.attempts",
 	} {
 		cfg, err := Parse("r.yaml", []byte(yml))
@@ -214,6 +217,52 @@ nodes:
 	}
 	if _, on := (&Config{Breaker: Breaker{FailureThreshold: 0}}).BreakerSettings(); on {
 		t.Fatal("threshold 0 must disable the breaker")
+	}
+}
+
+func TestBreakerFailureRateConfig(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte("breaker:\n  failure_threshold: 0\n  failure_rate: 0.5\n  min_requests: 4\n  window: 30s\n"))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, on := cfg.BreakerSettings()
+	if !on || bs.Interval != 30*time.Second {
+		t.Fatalf("rate-only breaker: on=%v %+v", on, bs)
+	}
+	for _, c := range []struct {
+		counts resilience.Counts
+		want   bool
+	}{
+		{resilience.Counts{Failures: 3, ConsecutiveFailures: 3}, false}, // below min_requests
+		{resilience.Counts{Successes: 2, Failures: 2}, true},            // 0.5 of 4
+		{resilience.Counts{Successes: 9, Failures: 4, ConsecutiveFailures: 4}, false},
+	} {
+		if got := bs.ReadyToTrip(c.counts); got != c.want {
+			t.Errorf("%+v: trip %v", c.counts, got)
+		}
+	}
+
+	// Both conditions: either trips. The default has only the consecutive one.
+	cfg, _ = Parse("r.yaml", []byte("breaker:\n  failure_rate: 0.9\n"))
+	bs, _ = cfg.BreakerSettings()
+	if !bs.ReadyToTrip(resilience.Counts{Successes: 100, Failures: 5, ConsecutiveFailures: 5}) ||
+		!bs.ReadyToTrip(resilience.Counts{Successes: 1, Failures: 19, ConsecutiveFailures: 1}) ||
+		bs.ReadyToTrip(resilience.Counts{Successes: 3, Failures: 17, ConsecutiveFailures: 4}) {
+		t.Fatal("threshold 5 or rate 0.9 of 20")
+	}
+	if bs, _ := Default().BreakerSettings(); bs.Interval != 0 || bs.ReadyToTrip(resilience.Counts{Failures: 20}) {
+		t.Fatalf("the default breaker must count consecutive failures only: %+v", bs)
+	}
+
+	// The environment sets it too.
+	cfg = Default()
+	if err := cfg.ApplyEnv(func(k string) string {
+		return map[string]string{"NODEQ_BREAKER_FAILURE_RATE": "0.25", "NODEQ_BREAKER_WINDOW": "2m"}[k]
+	}); err != nil || cfg.Breaker.FailureRate != 0.25 || cfg.Breaker.Window != 2*time.Minute {
+		t.Fatalf("env: %v %+v", err, cfg.Breaker)
 	}
 }
 

@@ -83,14 +83,21 @@ func (c *Config) nodeRetry(n Node) resilience.Policy {
 
 // BreakerSettings returns the breaker settings, and false when the breaker is disabled.
 func (c *Config) BreakerSettings() (resilience.BreakerSettings, bool) {
-	if c.Breaker.FailureThreshold <= 0 {
+	b := c.Breaker
+	var trip []func(resilience.Counts) bool
+	if b.FailureThreshold > 0 {
+		trip = append(trip, resilience.ConsecutiveFailures(uint32(b.FailureThreshold)))
+	}
+	s := resilience.BreakerSettings{Cooldown: b.Cooldown, MaxCooldown: b.MaxCooldown}
+	if b.FailureRate > 0 {
+		trip = append(trip, resilience.FailureRate(b.FailureRate, uint32(b.MinRequests)))
+		s.Interval = b.Window
+	}
+	if len(trip) == 0 {
 		return resilience.BreakerSettings{}, false
 	}
-	return resilience.BreakerSettings{
-		ReadyToTrip: resilience.ConsecutiveFailures(uint32(c.Breaker.FailureThreshold)),
-		Cooldown:    c.Breaker.Cooldown,
-		MaxCooldown: c.Breaker.MaxCooldown,
-	}, true
+	s.ReadyToTrip = resilience.AnyOf(trip...)
+	return s, true
 }
 
 // validateResilience checks retry, redelivery and breaker.
@@ -122,9 +129,20 @@ func (c *Config) validateResilience() []error {
 		errs = append(errs, c.fieldErr("breaker.scope", "%q: want process or fleet", c.Breaker.Scope))
 	}
 	if c.Breaker.FailureThreshold < 0 {
-		errs = append(errs, c.fieldErr("breaker.failure_threshold", "must not be negative (0 disables the breaker)"))
+		errs = append(errs, c.fieldErr("breaker.failure_threshold", "must not be negative (0 turns it off)"))
 	}
-	if c.Breaker.FailureThreshold > 0 {
+	if r := c.Breaker.FailureRate; r < 0 || r > 1 {
+		errs = append(errs, c.fieldErr("breaker.failure_rate", "%v: want a share of failures from 0 (off) to 1, e.g. 0.5", r))
+	}
+	if c.Breaker.FailureRate > 0 {
+		if c.Breaker.MinRequests < 1 {
+			errs = append(errs, c.fieldErr("breaker.min_requests", "%d: want at least 1 outcome before the failure rate counts", c.Breaker.MinRequests))
+		}
+		if c.Breaker.Window <= 0 {
+			errs = append(errs, c.fieldErr("breaker.window", "must be a positive duration"))
+		}
+	}
+	if c.Breaker.FailureThreshold > 0 || c.Breaker.FailureRate > 0 {
 		if c.Breaker.Cooldown <= 0 {
 			errs = append(errs, c.fieldErr("breaker.cooldown", "must be a positive duration"))
 		}

@@ -33,12 +33,17 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// Counts are the outcomes seen since the breaker last closed.
+// Counts are the outcomes seen since the breaker last closed. With an
+// Interval set, Successes and Failures start again from zero every Interval;
+// ConsecutiveFailures runs on until a success.
 type Counts struct {
 	Successes           uint32
 	Failures            uint32
 	ConsecutiveFailures uint32
 }
+
+// Requests is how many outcomes were counted: Successes + Failures.
+func (c Counts) Requests() uint32 { return c.Successes + c.Failures }
 
 // Outcome is what a task's run tells the breaker.
 type Outcome int
@@ -58,8 +63,12 @@ type BreakerSettings struct {
 	// Name identifies the breaker (the subscription) in callbacks.
 	Name string
 	// ReadyToTrip decides, after each failure, whether to open. Default:
-	// 5 consecutive failures.
+	// 5 consecutive failures. See ConsecutiveFailures, FailureRate, AnyOf.
 	ReadyToTrip func(Counts) bool
+	// Interval, while closed, clears Successes and Failures every Interval
+	// so that a failure rate describes recent outcomes. 0 keeps them from
+	// the moment the breaker closed.
+	Interval time.Duration
 	// Cooldown is how long the breaker stays open after its first trip.
 	// Each further trip without closing in between doubles it. Default 30s.
 	Cooldown time.Duration
@@ -95,6 +104,7 @@ type Breaker struct {
 	mu         sync.Mutex
 	state      State
 	counts     Counts
+	countsEnd  time.Time // when Interval clears the counts next
 	trips      int       // trips since the breaker last closed
 	openUntil  time.Time // when Open ends
 	probe      bool      // a half-open probe is running
@@ -115,12 +125,34 @@ func NewBreaker(s BreakerSettings) *Breaker {
 	if s.MaxCooldown < s.Cooldown {
 		s.MaxCooldown = max(5*time.Minute, s.Cooldown)
 	}
-	return &Breaker{s: s, changed: make(chan struct{})}
+	return &Breaker{s: s, changed: make(chan struct{}), countsEnd: time.Now().Add(s.Interval)}
 }
 
 // ConsecutiveFailures trips after n consecutive failures.
 func ConsecutiveFailures(n uint32) func(Counts) bool {
 	return func(c Counts) bool { return c.ConsecutiveFailures >= n }
+}
+
+// FailureRate trips once at least minRequests outcomes have been counted and
+// failures make up at least ratio of them. Pair it with an Interval, or the
+// rate covers everything since the breaker last closed.
+func FailureRate(ratio float64, minRequests uint32) func(Counts) bool {
+	return func(c Counts) bool {
+		n := c.Requests()
+		return n > 0 && n >= minRequests && float64(c.Failures) >= ratio*float64(n)
+	}
+}
+
+// AnyOf trips when any of the conditions does.
+func AnyOf(conds ...func(Counts) bool) func(Counts) bool {
+	return func(c Counts) bool {
+		for _, cond := range conds {
+			if cond(c) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // State returns the current state.
@@ -174,6 +206,7 @@ func (b *Breaker) setState(to State) func() {
 	case Closed:
 		b.trips = 0
 		b.counts = Counts{}
+		b.countsEnd = time.Now().Add(b.s.Interval)
 	}
 	close(b.changed)
 	b.changed = make(chan struct{})
@@ -267,9 +300,11 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 			close(b.changed)
 			b.changed = make(chan struct{})
 		case o == Success:
+			b.clearExpiredCounts(time.Now())
 			b.counts.Successes++
 			b.counts.ConsecutiveFailures = 0
 		case o == Failure:
+			b.clearExpiredCounts(time.Now())
 			b.counts.Failures++
 			b.counts.ConsecutiveFailures++
 			if b.s.ReadyToTrip(b.counts) {
@@ -280,6 +315,16 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 	}
 	b.mu.Unlock()
 	notify()
+}
+
+// clearExpiredCounts starts a new Interval when the last one is over. It
+// must be called with mu held.
+func (b *Breaker) clearExpiredCounts(now time.Time) {
+	if b.s.Interval <= 0 || now.Before(b.countsEnd) {
+		return
+	}
+	b.counts.Successes, b.counts.Failures = 0, 0
+	b.countsEnd = now.Add(b.s.Interval)
 }
 
 // Allowance blocks while nothing may be pulled (open, or a probe running)

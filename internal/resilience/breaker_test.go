@@ -158,6 +158,82 @@ func TestBreakerCooldownCapAndReset(t *testing.T) {
 	})
 }
 
+func TestBreakerFailureRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{
+			ReadyToTrip: AnyOf(ConsecutiveFailures(5), FailureRate(0.5, 10)),
+			Interval:    time.Minute,
+		})
+		// Failures alternate with successes: never 5 in a row, but half of
+		// the outcomes. Below 10 outcomes the rate does not count yet.
+		for i := range 9 {
+			fail(t, b, []Outcome{Failure, Success}[i%2])
+		}
+		fail(t, b, Ignored) // a permanent error is not an outcome of the downstream
+		if b.State() != Closed {
+			t.Fatal("opened before min requests")
+		}
+		fail(t, b, Success) // 10 outcomes, 5 failures: a rate of exactly 0.5, checked on the next failure
+		if b.State() != Closed {
+			t.Fatal("a success opened the breaker")
+		}
+		fail(t, b, Failure) // 6 of 11
+		if b.State() != Open {
+			t.Fatalf("closed at 6 failures of 11 with a 0.5 rate")
+		}
+	})
+}
+
+func TestBreakerIntervalClearsRate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: FailureRate(0.5, 4), Interval: time.Minute})
+		// 3 failures and 9 successes in the first minute: a rate of 0.25.
+		for range 9 {
+			fail(t, b, Success)
+		}
+		for range 3 {
+			fail(t, b, Failure)
+		}
+		time.Sleep(time.Minute)
+		// In the next interval only the new outcomes count: 2 of 4 fail.
+		// Without the clearing, 5 of 16 would keep it closed.
+		fail(t, b, Success)
+		fail(t, b, Success)
+		fail(t, b, Failure)
+		if b.State() != Closed {
+			t.Fatal("opened below min requests in the new interval")
+		}
+		fail(t, b, Failure)
+		if b.State() != Open {
+			t.Fatal("did not open at 2 failures of 4 in the new interval")
+		}
+	})
+}
+
+func TestFailureRateConditions(t *testing.T) {
+	rate := FailureRate(0.5, 4)
+	for _, c := range []struct {
+		counts Counts
+		want   bool
+	}{
+		{Counts{}, false},
+		{Counts{Failures: 3}, false},              // below min requests
+		{Counts{Failures: 4}, true},               // 100%
+		{Counts{Successes: 2, Failures: 2}, true}, // exactly the ratio
+		{Counts{Successes: 3, Failures: 2}, false},
+	} {
+		if got := rate(c.counts); got != c.want {
+			t.Errorf("FailureRate(0.5, 4)(%+v) = %v", c.counts, got)
+		}
+	}
+	if !FailureRate(0, 0)(Counts{Successes: 1}) || FailureRate(1, 1)(Counts{}) {
+		t.Error("edge ratios")
+	}
+	if AnyOf()(Counts{Failures: 9}) || !AnyOf(ConsecutiveFailures(9), rate)(Counts{Failures: 4}) {
+		t.Error("AnyOf")
+	}
+}
+
 func TestBreakerStaleOutcomesIgnored(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: time.Second})
