@@ -56,7 +56,13 @@ func envOn(t *testing.T, srv *server.Server, nc *nats.Conn, co queue.ConsumerOpt
 
 func setupEnv(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream, so queue.StreamOptions, co queue.ConsumerOptions) *env {
 	t.Helper()
-	names := queue.DefaultNames()
+	return setupEnvNamed(t, srv, nc, js, queue.DefaultNames(), so, co)
+}
+
+// setupEnvNamed sets nodeq up with the given stream, subject and consumer names.
+func setupEnvNamed(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream, names queue.Names, so queue.StreamOptions, co queue.ConsumerOptions) *env {
+	t.Helper()
+	names = names.WithDefaults()
 	ctx := context.Background()
 	if err := queue.EnsureStreams(ctx, js, names, so); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -392,6 +393,75 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 	}
 	if opened.Load() != 1 || b.State() != resilience.Closed {
 		t.Fatalf("opened %d times, state %v", opened.Load(), b.State())
+	}
+}
+
+// TestOwnStreamIsolatesBreaker: a node type given its own task stream,
+// prefix and durable consumer (docs/resilience.md) has its own breaker. Its
+// downstream failing pauses only it; the other node types keep running, and
+// both deployments share one dead-letter stream.
+func TestOwnStreamIsolatesBreaker(t *testing.T) {
+	srv := natstest.Server(t)
+	nc, js := natstest.Connect(t, srv)
+	shared := setupEnv(t, srv, nc, js, queue.StreamOptions{}, queue.ConsumerOptions{})
+	own := setupEnvNamed(t, srv, nc, js, queue.Names{TaskStream: "NODEQ_TASKS_RESIZE", TaskPrefix: "tasks-resize", Consumer: "nodeq-resize"},
+		queue.StreamOptions{}, queue.ConsumerOptions{})
+
+	final := runnerOpts{workers: 2, retry: resilience.None(), redelivery: resilience.Redelivery{MaxDeliveries: 1}}
+	sharedBreaker := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(2)})
+	ownBreaker := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(2)})
+	c := newCounter()
+	sharedReg, ownReg := exec.NewRegistry(), exec.NewRegistry()
+	_ = sharedReg.Register(exec.Node{Type: "echo", Executor: c.wrap(exec.Echo())})
+	_ = ownReg.Register(exec.Node{Type: "resize", Executor: c.wrap(exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
+		return nil, resilience.Errorf(resilience.Transport, "image service down")
+	}))})
+	so, oo := final, final
+	so.breaker, oo.breaker = sharedBreaker, ownBreaker
+	oo.workers = 1 // in order: the two failures that open the breaker, then nothing
+	shared.start(sharedReg, so)
+	own.start(ownReg, oo)
+
+	for i := range 10 {
+		own.publish(&task.Envelope{ID: fmt.Sprintf("resize-%d", i), NodeType: "resize"})
+	}
+	eventually(t, 10*time.Second, "the resize breaker to open", func() bool { return ownBreaker.State() == resilience.Open })
+	var echoes []*task.Envelope
+	for i := range 50 {
+		echoes = append(echoes, &task.Envelope{ID: fmt.Sprintf("echo-%d", i), NodeType: "echo"})
+	}
+	shared.publish(echoes...)
+	eventually(t, 10*time.Second, "every echo task to run", func() bool { return shared.streamMsgs(shared.names.TaskStream) == 0 })
+	for _, e := range echoes {
+		if n := c.snapshot()[e.ID]; n != 1 {
+			t.Fatalf("%s ran %d times", e.ID, n)
+		}
+	}
+	if sharedBreaker.State() != resilience.Closed || ownBreaker.State() != resilience.Open {
+		t.Fatalf("breakers: echo %v, resize %v", sharedBreaker.State(), ownBreaker.State())
+	}
+	ranResize := 0
+	for id, n := range c.snapshot() {
+		if strings.HasPrefix(id, "resize-") {
+			ranResize += n
+		}
+	}
+	// Two failures opened it; the next task, already pulled, is held by the
+	// worker, not run. It and the rest wait in their own stream.
+	if ranResize != 2 {
+		t.Fatalf("%d resize runs, want the 2 that opened the breaker", ranResize)
+	}
+	if n := own.streamMsgs(own.names.TaskStream); n != 8 {
+		t.Fatalf("%d resize tasks in their stream, want 8", n)
+	}
+	recs := shared.records()
+	if len(recs) != 2 {
+		t.Fatalf("%d dead letters in the shared stream, want 2", len(recs))
+	}
+	for _, r := range recs {
+		if r.subject != "dlq.resize" || r.rec.Subject != "tasks-resize.resize" || r.rec.Stream != "NODEQ_TASKS_RESIZE" {
+			t.Fatalf("record on %s for %s in %s", r.subject, r.rec.Subject, r.rec.Stream)
+		}
 	}
 }
 
