@@ -41,3 +41,15 @@ func BenchmarkDecodeJSON(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckMsgpack is the walk DecodeMsgpack makes before decoding.
+func BenchmarkCheckMsgpack(b *testing.B) {
+	data, _ := EncodeMsgpack(benchEnvelope())
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := CheckMsgpack(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
