@@ -3,6 +3,7 @@ package exec
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -32,7 +34,8 @@ type ProcessConfig struct {
 	// MaxOutput caps captured stdout in bytes; more is an error. 0 means 16 MiB.
 	MaxOutput int
 	// KillGrace is how long the process group gets after SIGTERM on timeout
-	// before SIGKILL. 0 means 2s.
+	// before SIGKILL. 0 means 2s. Processes a run leaves behind after the
+	// command exits on its own get SIGKILL at once.
 	KillGrace time.Duration
 }
 
@@ -72,6 +75,9 @@ func Process(cfg ProcessConfig) (Executor, error) {
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 2 * time.Second
 	}
+	if err := checkEnvConfig(cfg); err != nil {
+		return nil, err
+	}
 	p := &process{cfg: cfg, path: path}
 	return Func(p.execute), nil
 }
@@ -108,33 +114,69 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 func (p *process) execute(ctx context.Context, t *task.Envelope) ([]byte, error) {
+	name := p.cfg.Command[0]
+	runID := rand.Text()
 	cmd := exec.CommandContext(ctx, p.path, p.cfg.Command[1:]...)
 	cmd.Dir = p.cfg.Dir
-	cmd.Env = p.env(t)
-	cmd.Stdin = bytes.NewReader(t.Payload)
-	stdout := &limitedBuffer{max: p.cfg.MaxOutput}
-	stderr := &limitedBuffer{max: maxStderr, tail: true}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	setProcessGroup(cmd)
-	cmd.Cancel = func() error { return terminateGroup(cmd, p.cfg.KillGrace) }
-	cmd.WaitDelay = p.cfg.KillGrace + time.Second
+	env, taskBytes, err := p.env(t, runID)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = env
+	if err := checkArgSpace(cmd, taskBytes); err != nil {
+		return nil, resilience.Wrap(resilience.Manifest, fmt.Errorf("process %s: %w", name, err))
+	}
 
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		killGroup(cmd)
-		return nil, resilience.Wrap(resilience.Execution, fmt.Errorf("process %s: %w (process group killed)", p.cfg.Command[0], ctx.Err()))
+	cio, err := newChildIO(cmd, p.cfg.MaxOutput)
+	if err != nil {
+		return nil, resilience.Wrap(resilience.Io, fmt.Errorf("process %s: %w", name, err))
+	}
+	run := newProcRun(cmd, p.cfg.KillGrace, runID)
+	if err := run.start(); err != nil {
+		cio.abort()
+		if ctx.Err() != nil {
+			return nil, resilience.Wrap(resilience.Execution, fmt.Errorf("process %s: %w", name, ctx.Err()))
+		}
+		// Could not start: this machine's problem (EAGAIN, ENOMEM, EMFILE...),
+		// worth retrying elsewhere. What the task controls was checked above.
+		return nil, resilience.Wrap(resilience.Io, fmt.Errorf("process %s: %w", name, err))
+	}
+	cio.start(t.Payload)
+	// wait returns once the command has exited and what it left behind has
+	// been killed (see procRun); only then are the pipes drained, so that a
+	// leftover holding them open cannot keep the run going.
+	err = run.wait()
+	cio.finish(pipeDrainDelay)
+
+	if run.terminated() {
+		return nil, resilience.Wrap(resilience.Execution, fmt.Errorf("process %s: %w (process group killed)", name, ctx.Err()))
 	}
 	if err != nil {
-		return nil, p.classify(err, stderr.buf.String())
+		return nil, p.classify(err, cio.stderr.buf.String())
 	}
-	if stdout.overflow {
-		return nil, resilience.Errorf(resilience.Serialization, "process %s: output exceeds %d bytes", p.cfg.Command[0], p.cfg.MaxOutput)
+	if cio.stdout.overflow {
+		return nil, resilience.Errorf(resilience.Serialization, "process %s: output exceeds %d bytes", name, p.cfg.MaxOutput)
 	}
-	return stdout.buf.Bytes(), nil
+	return cio.stdout.buf.Bytes(), nil
 }
 
-func (p *process) env(t *task.Envelope) []string {
-	env := make([]string, 0, len(p.cfg.PassEnv)+len(p.cfg.Env)+6)
+// RunIDEnv is the variable that carries a unique ID for each run of a
+// process node. Processes the run starts inherit it, which is how, on Linux,
+// the ones that leave the process group are found and killed after the run.
+const RunIDEnv = "NODEQ_RUN_ID"
+
+// pipeDrainDelay bounds how long the output pipes are read after the run's
+// processes are gone: only a process that escaped the cleanup can still hold
+// them open, and it does not get to hold up the task.
+const pipeDrainDelay = time.Second
+
+// env returns the child's environment, and how many of its bytes come from
+// the task. A task value that cannot be passed in an environment variable (a
+// NUL byte, or longer than the system allows) fails the task permanently:
+// otherwise the start would fail, and a start failure looks like this
+// machine's fault.
+func (p *process) env(t *task.Envelope, runID string) ([]string, int, error) {
+	env := make([]string, 0, len(p.cfg.PassEnv)+len(p.cfg.Env)+8)
 	for _, name := range p.cfg.PassEnv {
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
@@ -143,15 +185,139 @@ func (p *process) env(t *task.Envelope) []string {
 	for k, v := range p.cfg.Env {
 		env = append(env, k+"="+v)
 	}
-	params, _ := json.Marshal(t.Params)
+	params, err := json.Marshal(t.Params)
+	if err != nil {
+		return nil, 0, resilience.Wrap(resilience.Manifest, fmt.Errorf("process %s: params cannot be passed as JSON in NODEQ_PARAMS: %w", p.cfg.Command[0], err))
+	}
+	fromTask := []struct{ name, value, what string }{
+		{"NODEQ_TASK_ID", t.ID, "the task ID"},
+		{"NODEQ_NODE_ID", t.NodeID, "the node ID"},
+		{"NODEQ_NODE_TYPE", t.NodeType, "the node type"},
+		{"NODEQ_CORRELATION_ID", t.CorrelationID, "the correlation ID"},
+		{"NODEQ_PARAMS", string(params), "the params as JSON"},
+	}
+	taskBytes := 0
+	for _, v := range fromTask {
+		if i := strings.IndexByte(v.value, 0); i >= 0 {
+			return nil, 0, resilience.Errorf(resilience.Manifest,
+				"process %s: %s (%s) contains a NUL byte at offset %d, which an environment variable cannot carry",
+				p.cfg.Command[0], v.name, v.what, i)
+		}
+		s := v.name + "=" + v.value
+		if len(s) > maxEnvVar {
+			return nil, 0, resilience.Errorf(resilience.Manifest,
+				"process %s: %s (%s) would be %d bytes, over the limit of %d bytes for one environment variable; send large data in the payload",
+				p.cfg.Command[0], v.name, v.what, len(s), maxEnvVar)
+		}
+		taskBytes += len(s) + 1
+		env = append(env, s)
+	}
 	return append(env,
-		"NODEQ_TASK_ID="+t.ID,
-		"NODEQ_NODE_ID="+t.NodeID,
-		"NODEQ_NODE_TYPE="+t.NodeType,
-		"NODEQ_CORRELATION_ID="+t.CorrelationID,
 		"NODEQ_PAYLOAD_ENCODING="+t.PayloadEncoding.String(),
-		"NODEQ_PARAMS="+string(params),
-	)
+		RunIDEnv+"="+runID,
+	), taskBytes, nil
+}
+
+// checkEnvConfig checks the operator's variables once, when the node is
+// configured: they are the same for every task.
+func checkEnvConfig(cfg ProcessConfig) error {
+	badName := func(name string) bool { return name == "" || strings.ContainsAny(name, "=\x00") }
+	for _, name := range cfg.PassEnv {
+		if badName(name) {
+			return fmt.Errorf("process node: pass_env: %q is not a variable name", name)
+		}
+	}
+	for k, v := range cfg.Env {
+		switch {
+		case badName(k):
+			return fmt.Errorf("process node: env: %q is not a variable name", k)
+		case strings.IndexByte(v, 0) >= 0:
+			return fmt.Errorf("process node: env %s: the value contains a NUL byte", k)
+		case len(k)+1+len(v) > maxEnvVar:
+			return fmt.Errorf("process node: env %s: %d bytes, over the limit of %d bytes for one environment variable", k, len(k)+1+len(v), maxEnvVar)
+		}
+	}
+	return nil
+}
+
+// childIO connects the child's stdin, stdout and stderr through pipes of
+// our own rather than os/exec's: cmd.Wait then returns when the command
+// exits, not when every process that inherited the pipes has closed them.
+type childIO struct {
+	inR, inW, outR, outW, errR, errW *os.File
+	stdout, stderr                   *limitedBuffer
+	wg                               sync.WaitGroup
+}
+
+func newChildIO(cmd *exec.Cmd, maxOutput int) (*childIO, error) {
+	c := &childIO{stdout: &limitedBuffer{max: maxOutput}, stderr: &limitedBuffer{max: maxStderr, tail: true}}
+	var err error
+	if c.inR, c.inW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if c.outR, c.outW, err = os.Pipe(); err != nil {
+		c.abort()
+		return nil, err
+	}
+	if c.errR, c.errW, err = os.Pipe(); err != nil {
+		c.abort()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.inR, c.outW, c.errW
+	return c, nil
+}
+
+// abort closes every pipe end; the command did not start.
+func (c *childIO) abort() {
+	for _, f := range []*os.File{c.inR, c.inW, c.outR, c.outW, c.errR, c.errW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// start closes the child's ends (it has its own copies now), writes the
+// payload to stdin and reads stdout and stderr.
+func (c *childIO) start(payload []byte) {
+	c.inR.Close()
+	c.outW.Close()
+	c.errW.Close()
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		// An error means the command stopped reading; that is its business.
+		_, _ = c.inW.Write(payload)
+		c.inW.Close()
+	}()
+	for _, p := range []struct {
+		r   *os.File
+		buf *limitedBuffer
+	}{{c.outR, c.stdout}, {c.errR, c.stderr}} {
+		go func() {
+			defer c.wg.Done()
+			_, _ = io.Copy(p.buf, p.r)
+		}()
+	}
+}
+
+// finish waits up to delay for the pipes to reach end of file, then closes
+// them, which stops the copying, and waits for it.
+func (c *childIO) finish(delay time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+	}
+	c.inW.Close()
+	c.outR.Close()
+	c.errR.Close()
+	<-done
 }
 
 // classify maps a failed run to a kind: an explicit "nodeq-error:" line on
