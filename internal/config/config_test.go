@@ -324,3 +324,59 @@ func TestEnvAndRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactedMasksURLCredentials: --check-config must not print the
+// password or token inside nats.url, nor the credentials or query values of
+// an http node's url.
+func TestRedactedMasksURLCredentials(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`nats:
+  url: "nats://svc:hunter2@nats-1:4222, nats://tok-abc123@nats-2:4222,svc:pw-noscheme@nats-3:4222"
+nodes:
+  notify:
+    executor: http
+    url: "https://bob:pw-http@hooks.internal/notify?api_key=KEY123&sig=SIG456#frag-secret"
+    timeout: 1s
+  plain:
+    executor: http
+    url: http://hooks.internal:8080/plain
+    timeout: 1s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := cfg.Redacted()
+	for _, secret := range []string{"hunter2", "tok-abc123", "pw-noscheme", "pw-http", "KEY123", "SIG456", "frag-secret"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("secret %q printed:\n%s", secret, out)
+		}
+	}
+	for _, want := range []string{"nats://svc:*****@nats-1:4222", "nats://*****@nats-2:4222", "svc:*****@nats-3:4222",
+		"https://bob:*****@hooks.internal/notify?api_key=*****&sig=*****#*****", "url: http://hooks.internal:8080/plain"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("%q missing:\n%s", want, out)
+		}
+	}
+	if cfg.NATS.URL != "nats://svc:hunter2@nats-1:4222, nats://tok-abc123@nats-2:4222,svc:pw-noscheme@nats-3:4222" ||
+		!strings.Contains(cfg.Nodes["notify"].URL, "pw-http") {
+		t.Fatal("Redacted changed the configuration itself")
+	}
+
+	for in, want := range map[string]string{
+		"":                                 "",
+		"nats://127.0.0.1:4222":            "nats://127.0.0.1:4222",
+		"nats://[::1]:4222":                "nats://[::1]:4222",
+		"tls://u:p@h:4222/":                "tls://u:*****@h:4222/",
+		"nats://u:a/b@host:4222":           "nats://u:*****@host:4222", // unescaped '/' in the password
+		"nats://u:p@ss@host:4222":          "nats://u:*****@host:4222", // unescaped '@' in the password
+		"http://h/x?token":                 "http://h/x?*****",
+		"http://h/x?a=1;b=2":               "http://h/x?a=*****&b=*****",
+		"http://h/x?":                      "http://h/x?",
+		"https://h/x#":                     "https://h/x#",
+		"http://u:p%zz@h/x?q=%zz":          "http://u:*****@h/x?q=*****", // not parseable by net/url
+		"nats://svc:pw@a:1,nats://tok@b:2": "nats://svc:*****@a:1,nats://*****@b:2",
+	} {
+		if got := maskURLs(in); got != want {
+			t.Errorf("maskURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -78,7 +78,8 @@ func walkScalars(v reflect.Value, path []string, fn func(path []string, v reflec
 }
 
 // Redacted returns the configuration as YAML with every secret replaced by
-// "*****": passwords, tokens, http headers and process environments.
+// "*****": passwords, tokens, http headers, process environments, and the
+// credentials and query values of nats.url and of http nodes' url.
 func (c *Config) Redacted() string {
 	cp := *c
 	mask := func(s string) string {
@@ -88,8 +89,10 @@ func (c *Config) Redacted() string {
 		return "*****"
 	}
 	cp.NATS.Password, cp.NATS.Token = mask(cp.NATS.Password), mask(cp.NATS.Token)
+	cp.NATS.URL = maskURLs(cp.NATS.URL)
 	cp.Nodes = map[string]Node{}
 	for name, n := range c.Nodes {
+		n.URL = maskURLs(n.URL)
 		if len(n.Headers) > 0 {
 			h := map[string]string{}
 			for k, v := range n.Headers {
@@ -111,4 +114,57 @@ func (c *Config) Redacted() string {
 		return "# cannot print the configuration: " + err.Error()
 	}
 	return string(b)
+}
+
+// maskURLs applies maskURL to each URL of a comma-separated list.
+func maskURLs(urls string) string {
+	if urls == "" {
+		return ""
+	}
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		parts[i] = maskURL(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+// maskURL replaces the secrets a URL may carry with "*****": the password of
+// user:password@ (the user stays), a lone user@ (NATS reads it as a token),
+// every query value (api keys, signatures) and the fragment. It works on the
+// text rather than on url.Parse, so that a URL Go cannot parse, or one
+// without a scheme ("svc:pw@host:4222", which nats.go accepts), is masked
+// too; an '@' anywhere before the query counts as ending user information.
+func maskURL(raw string) string {
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + len("://")
+	}
+	rest, fragment, hasFragment := strings.Cut(raw[start:], "#")
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if user, _, hasPass := strings.Cut(rest[:at], ":"); hasPass {
+			rest = user + ":*****" + rest[at:]
+		} else {
+			rest = "*****" + rest[at:]
+		}
+	}
+	out := raw[:start] + rest
+	if hasQuery {
+		params := strings.FieldsFunc(query, func(r rune) bool { return r == '&' || r == ';' })
+		for i, p := range params {
+			if k, _, hasValue := strings.Cut(p, "="); hasValue {
+				params[i] = k + "=*****"
+			} else {
+				params[i] = "*****" // a bare value may be a token
+			}
+		}
+		out += "?" + strings.Join(params, "&")
+	}
+	if hasFragment {
+		out += "#"
+		if fragment != "" {
+			out += "*****"
+		}
+	}
+	return out
 }
