@@ -205,7 +205,7 @@ func TestDryRunAndPurgeWithFilter(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	e.writeRecords("d", 10, func(i int, r *dlq.Record) {
 		if i%2 == 0 {
-			r.NodeType = "resize"
+			r.NodeType, r.Subject = "resize", "tasks.resize"
 		}
 	})
 	sum, err := e.store().Replay(context.Background(), &dlq.Filter{}, dlq.ReplayOptions{DryRun: true})

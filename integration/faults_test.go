@@ -174,6 +174,7 @@ consumer:
   workers: 8
   ack_wait: 2s
   shutdown_timeout: 10s
+  reply_subjects: ["_INBOX.>", "results.>"]
 nodes:
   sleep: {max_duration: 10s}
 `
@@ -314,6 +315,7 @@ func fleetConfig(url string) string {
 consumer:
   workers: 2
   ack_wait: 5s
+  reply_subjects: ["_INBOX.>", "results.>"]
 retry:
   policy: none
 redelivery:

@@ -113,8 +113,13 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	if o.workers == 0 {
 		o.workers = 4
 	}
+	// As an operator who keeps results in a stream of theirs would allow.
+	replies, err := queue.NewReplySubjects(e.names, []string{"_INBOX.>", "results.>"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	w := worker.New(worker.Options{
-		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc,
+		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc, Replies: replies,
 		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
 		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait, Metrics: o.metrics,
 	})
@@ -122,7 +127,7 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	if o.breaker != nil {
 		gate = o.breaker
 	}
-	p := queue.NewPuller(e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
+	p := queue.NewPuller(e.nc, e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
 		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: testLogger(e.t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan bool, 1)}

@@ -142,7 +142,7 @@ func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) *nodeq {
 	if o.breaker != nil {
 		gate = o.breaker
 	}
-	p := queue.NewPuller(cons, h, queue.PullOptions{Workers: o.workers, Gate: gate, Logger: b.log})
+	p := queue.NewPuller(b.nc, cons, h, queue.PullOptions{Workers: o.workers, Gate: gate, Logger: b.log})
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &nodeq{cancel: cancel, done: make(chan struct{})}
 	go func() { p.Run(ctx); close(n.done) }()

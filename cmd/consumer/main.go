@@ -186,8 +186,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer probe.stop()
 	m := probe.metrics
 	url := cfg.NATS.URL
+	auth := cfg.Auth()
 	if url == "" {
-		srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways})
+		// The embedded server requires the configured credentials, and the
+		// consumer presents them; it serves no TLS, so the TLS settings are unused.
+		if auth.CAFile != "" || auth.CertFile != "" || auth.KeyFile != "" || auth.ServerName != "" {
+			log.Warn("nats.tls is ignored: the embedded nats-server serves no TLS; set nats.url to use a TLS server")
+			auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", ""
+		}
+		srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways, Auth: auth})
 		if err != nil {
 			return err
 		}
@@ -200,10 +207,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Info("embedded nats-server listening", "nats_url", url, "store_dir", cfg.Embedded.StoreDir, "sync_always", cfg.Embedded.SyncAlways)
 	}
 	var authOpts []nats.Option
-	if cfg.NATS.URL != "" { // the embedded server has no auth of its own
-		if authOpts, err = cfg.Auth().Options(); err != nil {
-			return err
-		}
+	if authOpts, err = auth.Options(); err != nil {
+		return err
 	}
 	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, authOpts...)
 	if err != nil {
@@ -215,13 +220,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	names := cfg.QueueNames()
+	maxTask, err := taskSizeLimit(cfg, nc.MaxPayload())
+	if err != nil {
+		return err
+	}
+	maxBody := int64(cfg.Consumer.MaxPayload)
+	if maxBody == 0 || maxBody > maxTask {
+		maxBody = maxTask
+	}
+	replies, err := queue.NewReplySubjects(names, cfg.Consumer.ReplySubjects)
+	if err != nil {
+		return err
+	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := queue.EnsureStreams(setupCtx, js, names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
-		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(cfg.Streams.MaxMsgSize)}); err != nil {
+		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(maxTask), Logger: log}); err != nil {
 		return err
 	}
-	cons, err := queue.EnsureConsumer(setupCtx, js, names, queue.ConsumerOptions{AckWait: cfg.Consumer.AckWait, MaxAckPending: cfg.Consumer.MaxAckPending})
+	if err := checkTaskStream(setupCtx, js, names, maxTask); err != nil {
+		return err
+	}
+	cons, err := queue.EnsureConsumer(setupCtx, js, names, queue.ConsumerOptions{AckWait: cfg.Consumer.AckWait, MaxAckPending: cfg.Consumer.MaxAckPending, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -248,6 +268,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			if fleet, err = queue.NewFleetBreaker(setupCtx, js, names, worker.DefaultID(), log); err != nil {
 				return fmt.Errorf("fleet breaker: %w", err)
 			}
+			if bs.MaxCooldown > 0 {
+				fleet.MaxCooldown = bs.MaxCooldown
+			}
 			bs.Shared = fleet
 		}
 		breaker = resilience.NewBreaker(bs)
@@ -261,11 +284,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 	w := worker.New(worker.Options{
-		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc,
-		MaxPayload: int(cfg.Consumer.MaxPayload), AckWait: cfg.Consumer.AckWait, AckAsync: cfg.Consumer.Ack == "async", Logger: log,
+		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Replies: replies, MaskHeaders: cfg.DLQ.MaskHeaders,
+		MaxPayload: int(maxBody), AckWait: cfg.Consumer.AckWait, AckAsync: cfg.Consumer.Ack == "async", Logger: log,
 		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
 	})
-	p := queue.NewPuller(cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
+	p := queue.NewPuller(nc, cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
 		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull})
 	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
 		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -127,12 +128,22 @@ func shorten(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
+// clip cuts s to n runes, marking the cut, without touching its spacing.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
 func printItems(w io.Writer, items []listItem) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tSTORED (UTC)\tNODE TYPE\tKIND\tREASON\tREPLAYS\tTASK ID\tERROR")
 	for _, it := range items {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", it.Seq, it.Time.UTC().Format("2006-01-02 15:04:05"), it.NodeType,
-			it.ErrorKind, it.Reason, it.Replays, it.TaskID, shorten(it.Error, 60))
+		// Every field may come from a hand-written record: cut them all, so
+		// that one long value cannot pad every row.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", it.Seq, it.Time.UTC().Format("2006-01-02 15:04:05"), clean(clip(it.NodeType, 64)),
+			clean(clip(it.ErrorKind, 16)), clean(clip(it.Reason, 20)), it.Replays, clean(clip(it.TaskID, 64)), clean(shorten(it.Error, 60)))
 	}
 	tw.Flush()
 }
@@ -178,9 +189,8 @@ func dlqListCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cobr
 					}
 				}
 				if asJSON {
-					enc := json.NewEncoder(e.stdout)
 					for _, it := range items {
-						if err := enc.Encode(it); err != nil {
+						if err := writeJSON(e.stdout, it); err != nil {
 							return err
 						}
 					}
@@ -249,7 +259,7 @@ func dlqShowCmd(ctx context.Context, e *env, open opener) *cobra.Command {
 				return fmt.Errorf("record %d is not a nodeq dead-letter record: %w", seq, en.Err)
 			}
 			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(describe(en))
+				return writeJSON(e.stdout, describe(en))
 			}
 			printRecord(e.stdout, en)
 			return nil
@@ -318,11 +328,13 @@ func decodePayload(env *task.Envelope) any {
 	return map[string]string{"hex": hex.EncodeToString(env.Payload)}
 }
 
+// printRecord prints a record for a terminal: every text that comes from
+// the record is passed through clean (or cleanText, cleanJSON).
 func printRecord(w io.Writer, en *dlq.Entry) {
 	r := en.Record
 	d := describe(en)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%s\n", k, clean(fmt.Sprint(v))) }
 	row("seq", en.Seq)
 	row("stored", en.Time.UTC().Format(time.RFC3339Nano))
 	row("reason", r.Reason)
@@ -343,26 +355,31 @@ func printRecord(w io.Writer, en *dlq.Entry) {
 	if len(r.Causes) > 1 {
 		fmt.Fprintln(w, "\ncause chain:")
 		for i, c := range r.Causes {
-			fmt.Fprintf(w, "  %d. %s\n", i+1, c)
+			fmt.Fprintf(w, "  %d. %s\n", i+1, clean(c))
 		}
 	}
 	if r.Stack != "" {
-		fmt.Fprintf(w, "\nstack trace:\n%s\n", strings.TrimRight(r.Stack, "\n"))
+		fmt.Fprintf(w, "\nstack trace:\n%s\n", cleanText(strings.TrimRight(r.Stack, "\n")))
 	}
 	fmt.Fprintln(w, "\nheaders:")
-	for k, vs := range r.Headers {
-		for _, v := range vs {
-			fmt.Fprintf(w, "  %s: %s\n", k, v)
+	keys := make([]string, 0, len(r.Headers))
+	for k := range r.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range r.Headers[k] {
+			fmt.Fprintf(w, "  %s: %s\n", clean(k), clean(v))
 		}
 	}
 	if d.TaskErr != "" {
-		fmt.Fprintf(w, "\noriginal message (%d bytes, not a readable task: %s):\n%s", len(r.Data), d.TaskErr, hex.Dump(r.Data))
+		fmt.Fprintf(w, "\noriginal message (%d bytes, not a readable task: %s):\n%s", len(r.Data), clean(d.TaskErr), hex.Dump(r.Data))
 		return
 	}
 	b, _ := json.MarshalIndent(d.Task, "  ", "  ")
-	fmt.Fprintf(w, "\ntask:\n  %s\n", b)
+	fmt.Fprintf(w, "\ntask:\n  %s\n", cleanJSON(b))
 	p, _ := json.MarshalIndent(d.Payload, "  ", "  ")
-	fmt.Fprintf(w, "\npayload:\n  %s\n", p)
+	fmt.Fprintf(w, "\npayload:\n  %s\n", cleanJSON(p))
 }
 
 func dlqStatsCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cobra.Command {
@@ -378,7 +395,7 @@ func dlqStatsCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cob
 					return err
 				}
 				if asJSON {
-					return json.NewEncoder(e.stdout).Encode(map[string]any{"total": total, "groups": groups})
+					return writeJSON(e.stdout, map[string]any{"total": total, "groups": groups})
 				}
 				if total == 0 {
 					fmt.Fprintln(e.stdout, "no matching records")
@@ -387,8 +404,8 @@ func dlqStatsCmd(ctx context.Context, e *env, ff *filterFlags, open opener) *cob
 				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "NODE TYPE\tKIND\tCOUNT\tFIRST (UTC)\tLAST (UTC)\tMESSAGES\tMOST COMMON MESSAGE")
 				for _, g := range groups {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s (%d)\n", g.NodeType, g.ErrorKind, g.Count, g.First.UTC().Format("2006-01-02 15:04:05"),
-						g.Last.UTC().Format("2006-01-02 15:04:05"), g.Distinct, shorten(g.Sample, 60), g.SampleN)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s (%d)\n", clean(clip(g.NodeType, 64)), clean(clip(g.ErrorKind, 16)), g.Count, g.First.UTC().Format("2006-01-02 15:04:05"),
+						g.Last.UTC().Format("2006-01-02 15:04:05"), g.Distinct, clean(shorten(g.Sample, 60)), g.SampleN)
 				}
 				tw.Flush()
 				fmt.Fprintf(e.stdout, "\n%d records in %d groups\n", total, len(groups))
@@ -436,6 +453,11 @@ unless --force.`,
 			if o.Rate, err = parseRate(rateStr); err != nil {
 				return usageError{err}
 			}
+			if o.To != "" {
+				if _, err := dlq.ReplayTo(o.TaskPrefix, o.To); err != nil {
+					return usageError{err}
+				}
+			}
 			return ff.with(open, func(st *dlq.Store, f *dlq.Filter) error {
 				if o.DryRun {
 					return dryRun(ctx, e, st, f, o)
@@ -460,10 +482,13 @@ unless --force.`,
 					_ = bar.Finish()
 				}
 				took := time.Since(start)
-				fmt.Fprintf(e.stdout, "replayed %d, already replayed %d, skipped %d, failed %d in %v (%.0f records/s)\n",
-					sum.Replayed, sum.Duplicates, sum.Skipped, sum.Failed, took.Round(time.Millisecond), float64(sum.Replayed+sum.Duplicates)/max(took.Seconds(), 1e-9))
+				fmt.Fprintf(e.stdout, "replayed %d, already replayed %d, skipped %d, refused %d, failed %d in %v (%.0f records/s)\n",
+					sum.Replayed, sum.Duplicates, sum.Skipped, sum.Refused, sum.Failed, took.Round(time.Millisecond), float64(sum.Replayed+sum.Duplicates)/max(took.Seconds(), 1e-9))
 				if sum.Skipped > 0 {
 					fmt.Fprintf(e.stdout, "skipped records stay in the dead-letter queue: replayed %d times already (--max-replays) or unreadable; --force replays them\n", o.MaxReplays)
+				}
+				if sum.Refused > 0 {
+					fmt.Fprintf(e.stdout, "refused records stay in the dead-letter queue: they name no task subject under %s.> that matches where they are stored (see below)\n", o.TaskPrefix)
 				}
 				for _, msg := range sum.Errors {
 					fmt.Fprintln(e.stderr, msg)
@@ -471,15 +496,16 @@ unless --force.`,
 				if err != nil {
 					return fmt.Errorf("replay stopped: %w (run it again to continue; nothing is lost or duplicated)", err)
 				}
-				if sum.Failed > 0 {
-					return fmt.Errorf("%d records could not be replayed and stay in the dead-letter queue", sum.Failed)
+				if sum.Failed+sum.Refused > 0 {
+					return fmt.Errorf("%d records could not be replayed and stay in the dead-letter queue", sum.Failed+sum.Refused)
 				}
 				return nil
 			})
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.To, "to", "", "republish to this subject instead of each task's original one")
+	fl.StringVar(&o.To, "to", "", "republish to this node type (or tasks.<node_type>) instead of each task's own")
+	fl.StringVar(&o.TaskPrefix, "task-prefix", queue.DefaultNames().TaskPrefix, "task subject prefix (names.task_prefix): tasks are only republished on <prefix>.<node_type>")
 	fl.BoolVar(&o.DryRun, "dry-run", false, "print what would be replayed and the count; change nothing")
 	fl.IntVar(&o.Limit, "limit", 0, "replay at most N records")
 	fl.StringVar(&rateStr, "rate", "", "at most this many per second (N/s, N/m, N/h); default as fast as JetStream acknowledges")
@@ -492,12 +518,16 @@ unless --force.`,
 func dryRun(ctx context.Context, e *env, st *dlq.Store, f *dlq.Filter, o dlq.ReplayOptions) error {
 	var items []listItem
 	skipped := 0
+	var refused []string
 	errLimit := errors.New("limit")
 	err := st.Scan(ctx, f, 0, func(en dlq.Entry) error {
 		if o.Limit > 0 && len(items) >= o.Limit {
 			return errLimit
 		}
-		if en.Record == nil || (o.MaxReplays > 0 && !o.Force && en.Record.ReplayCount() >= o.MaxReplays) {
+		if _, err := st.Target(en, o); errors.Is(err, dlq.ErrRefused) {
+			refused = append(refused, err.Error())
+			return nil
+		} else if err != nil {
 			skipped++
 			return nil
 		}
@@ -511,7 +541,10 @@ func dryRun(ctx context.Context, e *env, st *dlq.Store, f *dlq.Filter, o dlq.Rep
 		printItems(e.stdout, items)
 		fmt.Fprintln(e.stdout)
 	}
-	fmt.Fprintf(e.stdout, "dry run: would replay %d records, skip %d; nothing was changed\n", len(items), skipped)
+	for _, r := range refused {
+		fmt.Fprintln(e.stdout, r)
+	}
+	fmt.Fprintf(e.stdout, "dry run: would replay %d records, skip %d, refuse %d; nothing was changed\n", len(items), skipped, len(refused))
 	return nil
 }
 

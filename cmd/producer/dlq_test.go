@@ -8,6 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // failSome publishes failing tasks through the CLI, one at a time, so that
@@ -86,11 +89,11 @@ func TestDLQCommands(t *testing.T) {
 	}
 
 	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--dry-run")
-	if code != 0 || !strings.Contains(out, "dry run: would replay 2 records, skip 0; nothing was changed") {
+	if code != 0 || !strings.Contains(out, "dry run: would replay 2 records, skip 0") || !strings.Contains(out, "nothing was changed") {
 		t.Fatalf("dry run:\n%s", out)
 	}
 	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--rate", "100/s")
-	if code != 0 || !strings.Contains(out, "replayed 2, already replayed 0, skipped 0, failed 0") {
+	if code != 0 || !strings.Contains(out, "replayed 2, already replayed 0, skipped 0, ") || !strings.Contains(out, "failed 0 in") {
 		t.Fatalf("replay:\n%s", out)
 	}
 	if code, _, errOut := dlqRun("", "replay", "--rate", "fast"); code != exitUsage || !strings.Contains(errOut, "--rate") {
@@ -161,5 +164,43 @@ func TestPauseResumeStatus(t *testing.T) {
 	}
 	if code, _, errOut := runProducer(t, "", "pause", "--until", "yesterday", "--nats-url", url); code != exitUsage || !strings.Contains(errOut, "--until") {
 		t.Fatalf("bad --until: %d %s", code, errOut)
+	}
+}
+
+// TestReplayRefusesForgedRecord: a record written by hand on dlq.echo that
+// names the task stream's purge subject is refused by the dry run and the
+// replay, which say why and exit non-zero; an operator's --to must name a
+// node type.
+func TestReplayRefusesForgedRecord(t *testing.T) {
+	url := startConsumer(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	good, _ := task.EncodeMsgpack(&task.Envelope{ID: "x", NodeType: "echo"})
+	data, _ := dlq.Encode(&dlq.Record{Reason: dlq.ReasonPermanent, NodeType: "echo", ErrorKind: "Manifest", Error: "e",
+		Subject: "$JS.API.STREAM.PURGE.NODEQ_TASKS", Stream: "NODEQ_TASKS", Sequence: 1, Data: good})
+	if _, err := js.Publish(t.Context(), "dlq.echo", data); err != nil {
+		t.Fatal(err)
+	}
+	dlqRun := func(args ...string) (int, string, string) {
+		return runProducer(t, "", append(append([]string{"dlq"}, args...), "--nats-url", url)...)
+	}
+	code, out, _ := dlqRun("replay", "--dry-run")
+	if code != exitOK || !strings.Contains(out, "would replay 0 records, skip 0, refuse 1") || !strings.Contains(out, `"$JS.API.STREAM.PURGE.NODEQ_TASKS"`) {
+		t.Fatalf("dry run (%d):\n%s", code, out)
+	}
+	code, out, errOut := dlqRun("replay", "-q")
+	if code == exitOK || !strings.Contains(out, "refused 1") || !strings.Contains(errOut, "refused: record 1") {
+		t.Fatalf("replay (%d):\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := dlqRun("replay", "--to", "$JS.API.STREAM.PURGE.NODEQ_TASKS"); code != exitUsage || !strings.Contains(errOut, "want a node type") {
+		t.Fatalf("replay --to a server subject (%d): %s", code, errOut)
+	}
+	s, _ := js.Stream(t.Context(), "NODEQ_DLQ")
+	if info, _ := s.Info(t.Context()); info.State.Msgs != 1 {
+		t.Fatalf("dead-letter stream holds %d records, want the refused one kept", info.State.Msgs)
 	}
 }

@@ -42,7 +42,7 @@ func startConsumer(t *testing.T) string {
 		Retry: resilience.Fixed(time.Millisecond, 2), Redelivery: resilience.Redelivery{MaxDeliveries: 1}})
 	done := make(chan struct{})
 	go func() {
-		queue.NewPuller(cons, w.Handle, queue.PullOptions{PullWait: 200 * time.Millisecond, Logger: log}).Run(ctx)
+		queue.NewPuller(nc, cons, w.Handle, queue.PullOptions{PullWait: 200 * time.Millisecond, Logger: log}).Run(ctx)
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/queue"
 )
 
@@ -29,6 +30,7 @@ type Config struct {
 	Retry      Retry           `yaml:"retry"`
 	Redelivery Redelivery      `yaml:"redelivery"`
 	Breaker    Breaker         `yaml:"breaker"`
+	DLQ        DLQ             `yaml:"dlq"`
 	Nodes      map[string]Node `yaml:"nodes"`
 
 	// file and root locate fields for error messages; empty without a file.
@@ -77,7 +79,17 @@ type Streams struct {
 	Replicas    int           `yaml:"replicas"`
 	DLQMaxAge   time.Duration `yaml:"dlq_max_age"`
 	DLQMaxBytes ByteSize      `yaml:"dlq_max_bytes"`
-	MaxMsgSize  ByteSize      `yaml:"max_msg_size"`
+	// MaxMsgSize caps a task message (headers and body). 0 means the
+	// largest size whose dead-letter record fits the server's max_payload
+	// (992 KiB for the default 1 MiB); a larger value is refused at start.
+	MaxMsgSize ByteSize `yaml:"max_msg_size"`
+}
+
+// DLQ configures what dead-letter records keep.
+type DLQ struct {
+	// MaskHeaders are task headers whose values records replace with
+	// "[masked]" (case-insensitive names). Replay leaves them out.
+	MaskHeaders []string `yaml:"mask_headers"`
 }
 
 // Consumer tunes the worker process.
@@ -87,9 +99,15 @@ type Consumer struct {
 	MaxAckPending   int           `yaml:"max_ack_pending"`
 	PullWait        time.Duration `yaml:"pull_wait"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	MaxPayload      ByteSize      `yaml:"max_payload"`
+	// MaxPayload caps a task's body before it is decoded; 0 means
+	// streams.max_msg_size.
+	MaxPayload ByteSize `yaml:"max_payload"`
 	// Ack is "sync" (wait for the server to confirm each ack) or "async".
 	Ack string `yaml:"ack"`
+	// ReplySubjects are the subject filters a task's reply_to must match
+	// (default _INBOX.>). $-subjects and nodeq's task and dead-letter
+	// subjects are refused whatever this says.
+	ReplySubjects []string `yaml:"reply_subjects"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -167,9 +185,10 @@ func Default() *Config {
 	return &Config{
 		Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "./nodeq-data"},
 		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
-		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes, MaxMsgSize: queue.DefaultMaxMsgSize},
+		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes},
 		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, MaxPayload: queue.DefaultMaxMsgSize, Ack: "sync"},
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects},
+		DLQ:        DLQ{MaskHeaders: dlq.DefaultMaskedHeaders},
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
 		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},

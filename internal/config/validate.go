@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
 
@@ -57,8 +58,8 @@ func (c *Config) Validate() error {
 	if c.Streams.DLQMaxBytes <= 0 {
 		bad("streams.dlq_max_bytes", "must be positive")
 	}
-	if c.Streams.MaxMsgSize <= 0 || c.Streams.MaxMsgSize > 64<<20 {
-		bad("streams.max_msg_size", "%v is outside 1B..64MiB", c.Streams.MaxMsgSize)
+	if c.Streams.MaxMsgSize < 0 || c.Streams.MaxMsgSize > 64<<20 {
+		bad("streams.max_msg_size", "%v is outside 0 (automatic) ..64MiB", c.Streams.MaxMsgSize)
 	}
 	if c.Consumer.Workers < 1 || c.Consumer.Workers > 10000 {
 		bad("consumer.workers", "%d is outside 1..10000", c.Consumer.Workers)
@@ -76,8 +77,21 @@ func (c *Config) Validate() error {
 	if c.Consumer.Ack != "sync" && c.Consumer.Ack != "async" {
 		bad("consumer.ack", "%q: want sync or async", c.Consumer.Ack)
 	}
-	if c.Consumer.MaxPayload <= 0 {
-		bad("consumer.max_payload", "must be positive")
+	if c.Consumer.MaxPayload < 0 {
+		bad("consumer.max_payload", "must not be negative (0 means streams.max_msg_size)")
+	}
+	if len(c.Consumer.ReplySubjects) == 0 {
+		bad("consumer.reply_subjects", "list at least one subject filter, e.g. [\"_INBOX.>\"]")
+	}
+	for _, f := range c.Consumer.ReplySubjects {
+		if err := queue.CheckReplyFilter(f); err != nil {
+			bad("consumer.reply_subjects", "%v", err)
+		}
+	}
+	for _, h := range c.DLQ.MaskHeaders {
+		if h == "" || strings.ContainsAny(h, ": \t\r\n") {
+			bad("dlq.mask_headers", "%q is not a header name", h)
+		}
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
@@ -151,7 +165,7 @@ func (c *Config) validateNode(name string, n Node) []error {
 		unused("max_duration", n.MaxDuration != 0)
 		if len(n.Command) == 0 {
 			bad("command", "required for executor process, e.g. [\"/usr/local/bin/resize\", \"--fast\"]")
-		} else if _, err := exec.Process(exec.ProcessConfig{Command: n.Command}); err != nil {
+		} else if _, err := exec.Process(exec.ProcessConfig{Command: n.Command, Env: n.Env, PassEnv: n.PassEnv}); err != nil {
 			bad("command", "%v", strings.TrimPrefix(err.Error(), "process node: "))
 		}
 	case ExecHTTP:

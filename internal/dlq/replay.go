@@ -5,16 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
+
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // ReplayOptions configure Replay.
 type ReplayOptions struct {
-	// To, if set, is the subject every task is republished to instead of its original one.
+	// TaskPrefix is the task subject prefix nodeq's task stream captures.
+	// A task is only ever republished on <TaskPrefix>.<node_type>. Default "tasks".
+	TaskPrefix string
+	// To, if set, is the node type (or its task subject, <TaskPrefix>.<node_type>)
+	// every task is republished to instead of its own.
 	To string
 	// DryRun selects and reports without publishing or deleting anything.
 	DryRun bool
@@ -43,6 +50,9 @@ type ReplaySummary struct {
 	Duplicates int
 	// Skipped were left in place: over MaxReplays, or undecodable.
 	Skipped int
+	// Refused were left in place because they name no task subject nodeq
+	// owns (a forged or foreign record); see Errors for why.
+	Refused int
 	// Failed could not be republished or deleted; their records stay.
 	Failed int
 	// Errors describe the first failures (at most 20).
@@ -57,13 +67,79 @@ func ReplayMsgID(stream string, seq uint64) string {
 	return "replay:" + stream + ":" + strconv.FormatUint(seq, 10)
 }
 
+// ErrRefused marks a record whose task replay will not republish: its
+// stored subject, node type and original subject do not agree on a task
+// subject that nodeq owns.
+var ErrRefused = errors.New("refused")
+
+// errSkipped marks a record left in place by the replay cap or because it
+// could not be read.
+var errSkipped = errors.New("skipped")
+
+// Target returns the subject the task of e would be republished on, or an
+// error wrapping ErrRefused or saying why it is skipped. The subject is
+// derived, never taken from the record: <TaskPrefix>.<node_type>, where the
+// node type is that of the dead-letter subject the record is stored on (a
+// valid node type token), and the record's own node type and original
+// subject must name the same one. With To set, To names the node type.
+// A record that fails these checks may have been forged by anyone able to
+// publish on the dead-letter subjects.
+func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
+	prefix := cmpOr(o.TaskPrefix, "tasks")
+	if e.Record == nil {
+		return "", fmt.Errorf("%w: unreadable record: %v", errSkipped, e.Err)
+	}
+	if o.MaxReplays > 0 && !o.Force && e.Record.ReplayCount() >= o.MaxReplays {
+		return "", fmt.Errorf("%w: replayed %d times already (--max-replays)", errSkipped, e.Record.ReplayCount())
+	}
+	if o.To != "" {
+		return ReplayTo(prefix, o.To)
+	}
+	nodeType, ok := strings.CutPrefix(e.Subject, s.prefix+".")
+	want := prefix + "." + nodeType
+	switch {
+	case !ok || !task.ValidNodeType(nodeType):
+		return "", fmt.Errorf("%w: record %d is stored on %q, which names no node type", ErrRefused, e.Seq, e.Subject)
+	case e.Record.NodeType != nodeType:
+		return "", fmt.Errorf("%w: record %d is stored on %s but names node type %q", ErrRefused, e.Seq, e.Subject, e.Record.NodeType)
+	case e.Record.Subject != want:
+		return "", fmt.Errorf("%w: record %d names the original subject %q, not %s, the task subject of node type %s (a record of another task prefix needs --task-prefix; to send it elsewhere use --to NODE_TYPE)",
+			ErrRefused, e.Seq, e.Record.Subject, want, nodeType)
+	}
+	return want, nil
+}
+
+// ReplayTo checks an operator's replay destination: a node type, or the
+// task subject <prefix>.<node_type>; it returns the task subject.
+func ReplayTo(prefix, to string) (string, error) {
+	nodeType := strings.TrimPrefix(to, cmpOr(prefix, "tasks")+".")
+	if !task.ValidNodeType(nodeType) {
+		return "", fmt.Errorf("--to %q: want a node type or %s.<node_type>; replay only publishes task subjects", to, cmpOr(prefix, "tasks"))
+	}
+	return cmpOr(prefix, "tasks") + "." + nodeType, nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 // Replay republishes the original tasks of the selected records, as they
 // stood when it started: records stored later are not included. Records are
 // taken oldest first and replayed Concurrency at a time. A record is deleted
-// only after JetStream acknowledged its task. The task carries its original
-// headers, a Nodeq-Replays count one higher, and Nodeq-Replayed-From.
+// only after JetStream acknowledged its task. The task goes to the subject
+// Target derives, never to one named inside the record; it carries its
+// original headers except JetStream's Nats-* directives and masked
+// credentials, a Nodeq-Replays count one higher, and Nodeq-Replayed-From.
 func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplaySummary, error) {
 	var sum ReplaySummary
+	if o.To != "" {
+		if _, err := ReplayTo(o.TaskPrefix, o.To); err != nil {
+			return sum, err
+		}
+	}
 	last, _, err := s.Snapshot(ctx)
 	if err != nil {
 		return sum, err
@@ -85,12 +161,15 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 			o.Progress(sum)
 		}
 	}
+	note := func(msg string) {
+		if len(sum.Errors) < 20 {
+			sum.Errors = append(sum.Errors, msg)
+		}
+	}
 	fail := func(format string, args ...any) {
 		update(func() {
 			sum.Failed++
-			if len(sum.Errors) < 20 {
-				sum.Errors = append(sum.Errors, fmt.Sprintf(format, args...))
-			}
+			note(fmt.Sprintf(format, args...))
 		})
 	}
 
@@ -126,21 +205,26 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 		if o.Limit > 0 && dispatched >= o.Limit {
 			return errLimit
 		}
-		skip := e.Record == nil || (o.MaxReplays > 0 && !o.Force && e.Record.ReplayCount() >= o.MaxReplays)
-		if skip || o.DryRun {
+		subject, err := s.Target(e, o)
+		if err != nil || o.DryRun {
 			update(func() {
 				sum.Selected++
-				if skip {
+				switch {
+				case errors.Is(err, ErrRefused):
+					sum.Refused++
+					note(err.Error())
+				case err != nil:
 					sum.Skipped++
-				} else {
+				default:
 					sum.Replayed++
 				}
 			})
-			if !skip {
+			if err == nil {
 				dispatched++
 			}
 			return nil
 		}
+		e.target = subject
 		update(func() { sum.Selected++ })
 		dispatched++
 		select {
@@ -164,12 +248,12 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 // replayOne republishes one record's task and then deletes the record.
 func (s *Store) replayOne(ctx context.Context, e Entry, o ReplayOptions, fail func(string, ...any), done func(duplicate bool)) {
 	r := e.Record
-	msg := nats.NewMsg(r.Subject)
-	if o.To != "" {
-		msg.Subject = o.To
-	}
+	msg := nats.NewMsg(e.target)
 	msg.Data = r.Data
 	for k, vs := range r.Headers {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") || len(vs) == 1 && vs[0] == Masked {
+			continue // JetStream directives of the first publish; credentials not kept
+		}
 		msg.Header[k] = append([]string(nil), vs...)
 	}
 	msg.Header.Set(HeaderReplays, strconv.Itoa(r.ReplayCount()+1))

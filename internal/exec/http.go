@@ -33,8 +33,12 @@ type HTTPConfig struct {
 // (transient); other statuses are permanent (4xx Manifest, others Other).
 func HTTP(cfg HTTPConfig) (Executor, error) {
 	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("http node: url %q must be an absolute http:// or https:// URL", cfg.URL)
+	if err != nil {
+		// The URL may carry credentials: say what is wrong without it.
+		return nil, errors.New("http node: url is not a valid URL; want an absolute http:// or https:// URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("http node: url (scheme %q) must be an absolute http:// or https:// URL", u.Scheme)
 	}
 	if cfg.MaxResponse <= 0 {
 		cfg.MaxResponse = defaultMaxOutput

@@ -124,3 +124,16 @@ func TestHTTPConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A bad url is reported without the credentials it may carry.
+func TestHTTPURLErrorHidesCredentials(t *testing.T) {
+	for _, u := range []string{"ftp://svc:s3cret@host/x", "http://svc:s3cret@[::1/x", "svc:s3cret@host:80/x?token=s3cret"} {
+		_, err := HTTP(HTTPConfig{URL: u})
+		if err == nil {
+			t.Fatalf("%q accepted", u)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error shows the secret: %v", err)
+		}
+	}
+}

@@ -18,6 +18,10 @@ const (
 	HandedBack       = "handed_back"        // given back unfinished at shutdown
 )
 
+// UnknownNodeType is the node_type label value of every node type the
+// consumer does not run, so that producers cannot create series at will.
+const UnknownNodeType = "_unknown"
+
 // Metrics are the consumer's metrics.
 type Metrics struct {
 	tasks              *prometheus.CounterVec

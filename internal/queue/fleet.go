@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -31,6 +32,11 @@ type FleetBreaker struct {
 	// re-opening the breaker before another instance may claim it (the
 	// prober may have died). Default 2 minutes.
 	ProbeTimeout time.Duration
+	// MaxCooldown bounds how long an entry can keep the breaker open,
+	// counted from when the server stored it: the entry is shared state
+	// that anyone with write access to the bucket can change, and must not
+	// stop the fleet for longer than the breaker itself would. Default 5m.
+	MaxCooldown time.Duration
 }
 
 // fleetState is the Key-Value entry.
@@ -55,7 +61,30 @@ func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n Names, id st
 	if err != nil {
 		return nil, err
 	}
-	return &FleetBreaker{js: js, kv: kv, names: n, id: id, log: log, ProbeTimeout: 2 * time.Minute}, nil
+	return &FleetBreaker{js: js, kv: kv, names: n, id: id, log: log, ProbeTimeout: 2 * time.Minute, MaxCooldown: 5 * time.Minute}, nil
+}
+
+// maxTrips bounds the trip count read from an entry.
+const maxTrips = 64
+
+// read decodes an entry and bounds it: an unknown state is an error, the
+// open period ends at most MaxCooldown after the server stored the entry
+// (the server's timestamp, not the writer's), and trips are capped.
+func (f *FleetBreaker) read(entry jetstream.KeyValueEntry) (fleetState, error) {
+	var st fleetState
+	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+		return st, fmt.Errorf("fleet breaker entry is not JSON: %w", err)
+	}
+	switch st.State {
+	case "open", "half-open", "closed":
+	default:
+		return st, fmt.Errorf("fleet breaker entry has unknown state %q", st.State)
+	}
+	if latest := entry.Created().Add(f.MaxCooldown); st.Until.After(latest) {
+		st.Until = latest
+	}
+	st.Trips = min(max(st.Trips, 0), maxTrips)
+	return st, nil
 }
 
 func (f *FleetBreaker) put(ctx context.Context, st fleetState) error {
@@ -90,8 +119,9 @@ func (f *FleetBreaker) ClaimProbe() bool {
 		f.log.Warn("fleet breaker: could not read the shared state; probing from this instance", "err", err)
 		return true
 	}
-	var st fleetState
-	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+	st, err := f.read(entry)
+	if err != nil {
+		f.log.Warn("fleet breaker: ignoring a malformed shared entry; probing from this instance", "err", err)
 		return true
 	}
 	now := time.Now()
@@ -148,8 +178,9 @@ func (f *FleetBreaker) Watch(ctx context.Context, b Applier) error {
 				if entry == nil || entry.Operation() != jetstream.KeyValuePut {
 					continue
 				}
-				var st fleetState
-				if json.Unmarshal(entry.Value(), &st) != nil {
+				st, err := f.read(entry)
+				if err != nil {
+					f.log.Warn("fleet breaker: ignoring a malformed shared entry", "err", err, "revision", entry.Revision())
 					continue
 				}
 				switch st.State {

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -57,13 +56,15 @@ type PullOptions struct {
 // Puller pulls from a durable consumer only as many messages as it has idle
 // workers, so that nothing waits in a client-side buffer.
 type Puller struct {
+	nc   *nats.Conn
 	cons jetstream.Consumer
 	opts PullOptions
 	h    Handler
 }
 
-// NewPuller returns a Puller that hands messages of cons to h.
-func NewPuller(cons jetstream.Consumer, h Handler, o PullOptions) *Puller {
+// NewPuller returns a Puller that pulls messages of cons over nc and hands
+// them to h.
+func NewPuller(nc *nats.Conn, cons jetstream.Consumer, h Handler, o PullOptions) *Puller {
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
@@ -79,7 +80,7 @@ func NewPuller(cons jetstream.Consumer, h Handler, o PullOptions) *Puller {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Puller{cons: cons, opts: o, h: h}
+	return &Puller{nc: nc, cons: cons, opts: o, h: h}
 }
 
 // Run pulls and dispatches until ctx is done. Then it stops pulling, hands
@@ -114,6 +115,12 @@ func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
 			}
 		}()
 	}
+	info := p.cons.CachedInfo()
+	inbox := newPullInbox(p.nc, info.Stream, info.Name, func(err error) {
+		if err != nil {
+			log.Warn("could not hand back a message that came after its pull request ended; it returns after AckWait", "err", err)
+		}
+	})
 	var wg sync.WaitGroup
 	var failures atomic.Int64
 	// backoff waits after a failed pull, longer the more failures in a row.
@@ -173,7 +180,7 @@ pulling:
 			}
 		}
 		pulled := time.Now()
-		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(p.opts.PullWait))
+		batch, err := inbox.fetch(n, p.opts.PullWait)
 		if err != nil {
 			release(n)
 			if !backoff(err) {
@@ -202,7 +209,7 @@ pulling:
 				}
 				work <- msg // a worker is free: this message holds its slot
 			}
-			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			if err := batch.Error(); err != nil && !isPullTimeout(err) {
 				if got == 0 {
 					backoff(err) // keep the slots while backing off, so the loop cannot spin
 				}

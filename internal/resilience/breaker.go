@@ -370,7 +370,14 @@ func (b *Breaker) publishTrip(notify func()) func() {
 
 // Apply takes a change made by another instance of the fleet: open until
 // the given time (trips so far), or closed. It does not publish it again.
+//
+// The change comes from shared state that may have been written by anyone
+// with access to it, so it is bounded: the breaker stays open at most
+// MaxCooldown from now, whatever until says.
 func (b *Breaker) Apply(open bool, until time.Time, trips int) {
+	if latest := time.Now().Add(b.s.MaxCooldown); until.After(latest) {
+		until = latest
+	}
 	b.mu.Lock()
 	notify := func() {}
 	switch {

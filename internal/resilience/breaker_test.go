@@ -391,3 +391,19 @@ func TestFleetBreakerSilentProber(t *testing.T) {
 		}
 	})
 }
+
+// A remote open that names a far future (a hand-written shared entry) keeps
+// the breaker open no longer than MaxCooldown.
+func TestApplyBoundsRemoteOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second})
+		b.Apply(true, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+		if b.State() != Open {
+			t.Fatal("not open")
+		}
+		time.Sleep(10*time.Second + time.Millisecond)
+		if s := b.State(); s != HalfOpen {
+			t.Fatalf("after MaxCooldown: %v, want half-open", s)
+		}
+	})
+}

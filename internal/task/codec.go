@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -15,7 +16,8 @@ import (
 
 // Decode reads an envelope in the format named by contentType: JSON when it
 // is application/json (parameters such as "; charset=utf-8" are ignored),
-// msgpack otherwise. It does not call Validate.
+// msgpack otherwise. It does not call Validate. With an error it may return
+// the part of the envelope read before the error (unvalidated), or nil.
 func Decode(data []byte, contentType string) (*Envelope, error) {
 	if IsJSON(contentType) {
 		return DecodeJSON(data)
@@ -123,7 +125,9 @@ func EncodeMsgpack(e *Envelope) ([]byte, error) {
 }
 
 // DecodeMsgpack reads a msgpack envelope. Unknown keys are skipped so that
-// newer producers can add fields. The bytes are checked with CheckMsgpack
+// newer producers can add fields. On a field error the envelope read so far
+// is returned with the error, so that its id and reply subject can still be
+// used to report the failure. The bytes are checked with CheckMsgpack
 // before anything is decoded, and a panic of the msgpack library becomes a
 // *FormatError.
 func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
@@ -172,16 +176,16 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 	for i := 0; i < n; i++ {
 		key, err := dec.DecodeString()
 		if err != nil {
-			return nil, bad("", "map key %d: want a string: %v", i, err)
+			return e, bad("", "map key %d: want a string: %v", i, err)
 		}
 		switch key {
 		case keyVersion:
 			v, err := dec.DecodeInt64()
 			if err != nil {
-				return nil, bad(key, "want an integer: %v", err)
+				return e, bad(key, "want an integer: %v", err)
 			}
 			if v < 0 || v > 1<<20 {
-				return nil, bad(key, "version %d out of range", v)
+				return e, bad(key, "version %d out of range", v)
 			}
 			e.Version = int(v)
 		case keyID:
@@ -197,7 +201,7 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 		case keyPayload:
 			code, perr := dec.PeekCode()
 			if perr != nil {
-				return nil, bad(key, "%v", perr)
+				return e, bad(key, "%v", perr)
 			}
 			switch {
 			case code == msgpcode.Nil:
@@ -214,24 +218,24 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 				e.Payload, e.PayloadEncoding = raw, PayloadMsgpack
 			}
 			if err != nil {
-				return nil, bad(key, "%v", err)
+				return e, bad(key, "%v", err)
 			}
 		case keyParams:
 			v, derr := dec.DecodeInterface()
 			if derr != nil {
-				return nil, bad(key, "%v", derr)
+				return e, bad(key, "%v", derr)
 			}
 			if v != nil {
 				m, ok := v.(map[string]any)
 				if !ok {
-					return nil, bad(key, "want a map with string keys, found %T", v)
+					return e, bad(key, "want a map with string keys, found %T", v)
 				}
 				e.Params = m
 			}
 		case keyCreatedAt, keyDeadline:
 			t, terr := decodeMsgpackTime(dec)
 			if terr != nil {
-				return nil, bad(key, "%v", terr)
+				return e, bad(key, "%v", terr)
 			}
 			if key == keyCreatedAt {
 				e.CreatedAt = t
@@ -240,15 +244,15 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 			}
 		default:
 			if err := dec.Skip(); err != nil {
-				return nil, bad(key, "%v", err)
+				return e, bad(key, "%v", err)
 			}
 		}
 		if err != nil {
 			var fe *FormatError
 			if errors.As(err, &fe) {
-				return nil, err
+				return e, err
 			}
-			return nil, bad(key, "%v", err)
+			return e, bad(key, "%v", err)
 		}
 	}
 	if e.Version == 0 {
@@ -339,7 +343,12 @@ func (t *jsonTime) UnmarshalJSON(b []byte) error {
 }
 
 // DecodeJSON reads a JSON envelope. The payload may be any JSON value; the
-// executor receives its JSON text.
+// executor receives its JSON text. Keys are matched exactly, as in msgpack:
+// a key that differs from a field's only in case, or a key given twice, is
+// an error rather than a guess. The message must be valid UTF-8: a JSON
+// decoder would otherwise replace bad bytes and run a different task than
+// the one published. On a field error the envelope read so far is returned
+// with the error.
 func DecodeJSON(data []byte) (*Envelope, error) {
 	bad := func(field, msg string) error {
 		return &FormatError{Format: "json", Field: field, Msg: msg}
@@ -351,31 +360,145 @@ func DecodeJSON(data []byte) (*Envelope, error) {
 	if trimmed[0] != '{' {
 		return nil, bad("", "the envelope must be a JSON object")
 	}
-	var j jsonEnvelope
+	if !utf8.Valid(data) {
+		return nil, bad("", fmt.Sprintf("not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(data)))
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.UseNumber()
-	if err := dec.Decode(&j); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return nil, bad(te.Field, fmt.Sprintf("want %s, found a JSON %s", te.Type, te.Value))
-		}
+	e := &Envelope{Version: Version}
+	if _, err := dec.Token(); err != nil { // the opening brace
 		return nil, bad("", err.Error())
 	}
+	seen := make(map[string]bool, 10)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return e, bad("", err.Error())
+		}
+		key := tok.(string) // object keys are always strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return e, bad(key, err.Error())
+		}
+		if !jsonKeys[key] {
+			for k := range jsonKeys {
+				if strings.EqualFold(k, key) {
+					return e, bad(key, fmt.Sprintf("unknown key; keys are case-sensitive: did you mean %q?", k))
+				}
+			}
+			continue // a newer producer's field
+		}
+		if seen[key] {
+			return e, bad(key, "given twice")
+		}
+		seen[key] = true
+		if err := e.setJSONField(key, raw); err != nil {
+			return e, bad(key, err.Error())
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return e, bad("", err.Error())
+	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, bad("", "trailing data after the envelope object")
-	}
-	e := &Envelope{
-		Version: Version, ID: j.ID, NodeID: j.NodeID, NodeType: j.NodeType,
-		CorrelationID: j.CorrelationID, Params: j.Params,
-		CreatedAt: j.CreatedAt.Time, Deadline: j.Deadline.Time, ReplyTo: j.ReplyTo,
-	}
-	if j.V != nil {
-		e.Version = *j.V
-	}
-	if len(j.Payload) > 0 && string(j.Payload) != "null" {
-		e.Payload, e.PayloadEncoding = []byte(j.Payload), PayloadJSON
+		return e, bad("", "trailing data after the envelope object")
 	}
 	return e, nil
+}
+
+// jsonKeys are the envelope's JSON keys.
+var jsonKeys = map[string]bool{keyVersion: true, keyID: true, keyNodeID: true, keyNodeType: true, keyCorrelationID: true,
+	keyPayload: true, keyParams: true, keyCreatedAt: true, keyDeadline: true, keyReplyTo: true}
+
+// setJSONField decodes one envelope field from its raw JSON value.
+func (e *Envelope) setJSONField(key string, raw json.RawMessage) error {
+	null := string(raw) == "null"
+	str := func(dst *string) error {
+		if null {
+			return nil
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("want a string, found %s", jsonKind(raw))
+		}
+		return nil
+	}
+	switch key {
+	case keyVersion:
+		if null {
+			return nil
+		}
+		var v int
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("want an integer, found %s", jsonKind(raw))
+		}
+		e.Version = v
+	case keyID:
+		return str(&e.ID)
+	case keyNodeID:
+		return str(&e.NodeID)
+	case keyNodeType:
+		return str(&e.NodeType)
+	case keyCorrelationID:
+		return str(&e.CorrelationID)
+	case keyReplyTo:
+		return str(&e.ReplyTo)
+	case keyPayload:
+		if !null {
+			e.Payload, e.PayloadEncoding = []byte(raw), PayloadJSON
+		}
+	case keyParams:
+		if null {
+			return nil
+		}
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.UseNumber()
+		if err := d.Decode(&m); err != nil {
+			return fmt.Errorf("want an object, found %s", jsonKind(raw))
+		}
+		e.Params = m
+	case keyCreatedAt, keyDeadline:
+		var t jsonTime
+		if err := t.UnmarshalJSON(raw); err != nil {
+			return err
+		}
+		if key == keyCreatedAt {
+			e.CreatedAt = t.Time
+		} else {
+			e.Deadline = t.Time
+		}
+	}
+	return nil
+}
+
+// jsonKind names the type of a raw JSON value for error messages.
+func jsonKind(raw json.RawMessage) string {
+	switch c := raw[0]; {
+	case c == '"':
+		return "a JSON string"
+	case c == '{':
+		return "a JSON object"
+	case c == '[':
+		return "a JSON array"
+	case c == 't' || c == 'f':
+		return "a JSON bool"
+	case c == 'n':
+		return "null"
+	default:
+		return "a JSON number"
+	}
+}
+
+// firstInvalidUTF8 returns the offset of the first byte that is not part of
+// a valid UTF-8 sequence.
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // EncodeJSON writes e in the documented JSON form. A payload that is not a

@@ -183,7 +183,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"payload nested too deep", "", append(append([]byte{0x83, 0xa2, 'i', 'd', 0xa1, 'a', 0xa9, 'n', 'o', 'd', 'e', '_', 't', 'y', 'p', 'e', 0xa4, 'e', 'c', 'h', 'o',
 			0xa7, 'p', 'a', 'y', 'l', 'o', 'a', 'd'}, bytes.Repeat([]byte{0x91}, MaxMsgpackDepth)...), 0xc0), "", "deeper than 10000"},
 		{"json array", ContentTypeJSON, []byte(`[1]`), "", "JSON object"},
-		{"json wrong type", ContentTypeJSON, []byte(`{"id":1,"node_type":"echo"}`), "id", "want string"},
+		{"json wrong type", ContentTypeJSON, []byte(`{"id":1,"node_type":"echo"}`), "id", "want a string"},
+		{"json key in another case", ContentTypeJSON, []byte(`{"id":"a","Node_Type":"echo"}`), "Node_Type", `did you mean "node_type"`},
+		{"json duplicate key", ContentTypeJSON, []byte(`{"id":"a","node_type":"echo","id":"b"}`), "id", "given twice"},
+		{"json invalid utf-8", ContentTypeJSON, []byte("{\"id\":\"a\xff\xfe\",\"node_type\":\"echo\"}"), "", "not valid UTF-8 (first bad byte at offset 8)"},
+		{"json params not an object", ContentTypeJSON, []byte(`{"id":"a","node_type":"echo","params":[1]}`), "params", "want an object"},
 		{"json trailing", ContentTypeJSON, []byte(`{"id":"a","node_type":"echo"} {}`), "", "trailing"},
 		{"json truncated", ContentTypeJSON, []byte(`{"id":"a","node_`), "", ""},
 	}
@@ -214,6 +218,14 @@ func TestValidate(t *testing.T) {
 		"wildcard type":  {Envelope{ID: "a", NodeType: "*"}, "node_type"},
 		"future version": {Envelope{Version: 2, ID: "a", NodeType: "echo"}, "v"},
 		"invalid utf-8":  {Envelope{ID: "a\xff", NodeType: "echo"}, "id"},
+		"escape in id":   {Envelope{ID: "a\x1b[2J", NodeType: "echo"}, "id"},
+		"newline in id":  {Envelope{ID: "a\r\nX-Injected: 1", NodeType: "echo"}, "id"},
+		"NUL in node id": {Envelope{ID: "a", NodeID: "n\x00", NodeType: "echo"}, "node_id"},
+		"C1 in corr id":  {Envelope{ID: "a", CorrelationID: "c\u009b", NodeType: "echo"}, "correlation_id"},
+		"bidi in id":     {Envelope{ID: "invoice\u202egpj.exe", NodeType: "echo"}, "id"},
+		"long node id":   {Envelope{ID: "a", NodeID: strings.Repeat("n", 257), NodeType: "echo"}, "node_id"},
+		"long reply_to":  {Envelope{ID: "a", ReplyTo: "_INBOX." + strings.Repeat("r", 300), NodeType: "echo"}, "reply_to"},
+		"unicode id ok":  {Envelope{ID: "tâche-ü", NodeType: "echo"}, ""},
 	}
 	for name, c := range cases {
 		err := c.env.Validate()
@@ -308,5 +320,32 @@ func TestResultRoundTrip(t *testing.T) {
 	got, _ := DecodeResult(b, ContentTypeJSON)
 	if !bytes.Equal(got.Output, bin.Output) {
 		t.Fatalf("binary output through JSON: %x", got.Output)
+	}
+}
+
+// A decode error keeps the fields read before it, so that the failure can
+// still be reported to the task's reply subject under its id.
+func TestDecodeErrorKeepsWhatWasRead(t *testing.T) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true) // id, node_type, reply_to, then the bad v
+	_ = enc.Encode(map[string]any{"id": "t1", "node_type": "echo", "reply_to": "_INBOX.r", "v": "one"})
+	cases := map[string]struct {
+		data []byte
+		ct   string
+	}{
+		"msgpack": {buf.Bytes(), ContentTypeMsgpack},
+		"json":    {[]byte(`{"id":"t1","reply_to":"_INBOX.r","deadline":"soon"}`), ContentTypeJSON},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			env, err := Decode(c.data, c.ct)
+			if err == nil {
+				t.Fatal("decoded")
+			}
+			if env == nil || env.ID != "t1" || env.ReplyTo != "_INBOX.r" {
+				t.Fatalf("partial envelope %+v", env)
+			}
+		})
 	}
 }

@@ -7,8 +7,10 @@ package task
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -87,7 +89,41 @@ func ValidNodeType(name string) bool {
 	return true
 }
 
-// Validate checks the fields every consumer relies on.
+// MaxIDLen caps the identifier fields id, node_id and correlation_id, in bytes.
+const MaxIDLen = 256
+
+// CheckID reports why s cannot be an identifier field (id, node_id,
+// correlation_id): longer than MaxIDLen, not UTF-8, or holding a control
+// character. Identifiers reach HTTP headers, environment variables, logs
+// and operators' terminals, where such bytes would do harm.
+func CheckID(s string) error {
+	if len(s) > MaxIDLen {
+		return fmt.Errorf("%d bytes, the limit is %d", len(s), MaxIDLen)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || isBidiControl(r) {
+			return fmt.Errorf("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// isBidiControl reports the Unicode bidirectional controls, which make
+// text display in another order than it is stored.
+func isBidiControl(r rune) bool {
+	return r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069' || r == '\u200e' || r == '\u200f' || r == '\u061c'
+}
+
+// MaxReplyToLen caps reply_to in bytes. A subject must fit the server's
+// 4 KiB control line with room to spare; inboxes are far shorter.
+const MaxReplyToLen = 256
+
+// Validate checks the fields every consumer relies on. It does not decide
+// whether reply_to is a subject this consumer may publish to: that is the
+// consumer's reply policy.
 func (e *Envelope) Validate() error {
 	if e.Version < 0 || e.Version > Version {
 		return &FormatError{Field: "v", Msg: fmt.Sprintf("unsupported envelope version %d (this build reads up to %d)", e.Version, Version)}
@@ -95,13 +131,16 @@ func (e *Envelope) Validate() error {
 	if e.ID == "" {
 		return &FormatError{Field: "id", Msg: "missing task id"}
 	}
-	if len(e.ID) > 256 {
-		return &FormatError{Field: "id", Msg: fmt.Sprintf("task id is %d bytes, the limit is 256", len(e.ID))}
-	}
-	for field, v := range map[string]string{"id": e.ID, "node_id": e.NodeID, "correlation_id": e.CorrelationID, "reply_to": e.ReplyTo} {
-		if !utf8.ValidString(v) {
-			return &FormatError{Field: field, Msg: "not valid UTF-8"}
+	for _, f := range []struct{ name, v string }{{"id", e.ID}, {"node_id", e.NodeID}, {"correlation_id", e.CorrelationID}} {
+		if err := CheckID(f.v); err != nil {
+			return &FormatError{Field: f.name, Msg: err.Error()}
 		}
+	}
+	if len(e.ReplyTo) > MaxReplyToLen {
+		return &FormatError{Field: "reply_to", Msg: fmt.Sprintf("%d bytes, the limit is %d", len(e.ReplyTo), MaxReplyToLen)}
+	}
+	if !utf8.ValidString(e.ReplyTo) {
+		return &FormatError{Field: "reply_to", Msg: "not valid UTF-8"}
 	}
 	if e.NodeType == "" {
 		return &FormatError{Field: "node_type", Msg: "missing node type"}

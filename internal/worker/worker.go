@@ -29,6 +29,8 @@ import (
 // Replier publishes results to reply subjects; *nats.Conn is one.
 type Replier interface {
 	PublishMsg(m *nats.Msg) error
+	// MaxPayload is the largest message the server accepts.
+	MaxPayload() int64
 }
 
 // Options configure a Worker. Registry and DLQ are required.
@@ -38,6 +40,13 @@ type Options struct {
 	DLQ      *dlq.Writer
 	// Replier sends results to tasks' reply subjects; nil means no replies.
 	Replier Replier
+	// Replies decides which reply subjects a task may name. A task naming
+	// another is dead-lettered as invalid and nothing is published to it.
+	// Default: queue.DefaultReplySubjects under Names.
+	Replies *queue.ReplySubjects
+	// MaskHeaders are the task headers whose values dead-letter records do
+	// not keep. Default dlq.DefaultMaskedHeaders.
+	MaskHeaders []string
 	// MaxPayload caps a task message's body in bytes before decoding. Default 1 MiB.
 	MaxPayload int
 	// AckAsync acks without waiting for the server's confirmation. Faster;
@@ -94,7 +103,27 @@ func New(o Options) *Worker {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Replies == nil {
+		o.Replies, _ = queue.NewReplySubjects(o.Names, nil) // the default list is valid
+	}
+	if o.MaskHeaders == nil {
+		o.MaskHeaders = dlq.DefaultMaskedHeaders
+	}
 	return &Worker{o: o}
+}
+
+// label is the node type as a metric label value: node types this
+// consumer does not run share one value, so that producers cannot create
+// series at will. Only dead-lettering sees such node types; every other
+// outcome belongs to a task whose node ran.
+func (w *Worker) label(nodeType string) string {
+	if nodeType == queue.InvalidNodeType {
+		return nodeType
+	}
+	if _, ok := w.o.Registry.Lookup(nodeType); ok {
+		return nodeType
+	}
+	return metrics.UnknownNodeType
 }
 
 // DefaultID returns "hostname/pid".
@@ -182,8 +211,15 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		if err == nil {
 			report(resilience.Success)
 			took := time.Since(start)
-			w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
-				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg, alog)
+			res, rerr := w.result(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
+				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg)
+			if rerr != nil {
+				// The node ran, but its waiter cannot be told: say so to the
+				// waiter and keep the task, rather than ack a result nobody gets.
+				w.deadLetter(msg, env, &failure{reason: dlq.ReasonPermanent, kind: resilience.Serialization, err: rerr, first: start, attempts: attempt}, alog)
+				return
+			}
+			w.publishResult(res, alog)
 			w.ack(msg, alog)
 			w.o.Metrics.Task(env.NodeType, metrics.Succeeded)
 			w.o.Metrics.Attempts(env.NodeType, attempt)
@@ -245,6 +281,7 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 }
 
 // handBack returns the message to JetStream for redelivery after delay.
+// nodeType is one this consumer runs.
 func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duration, why string, log taskLog) {
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, metrics.HandedBack)
@@ -260,7 +297,7 @@ func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duratio
 }
 
 // decode reads and checks the envelope. On failure it returns the envelope
-// as far as it was read (possibly nil) and a failure.
+// as far as it was read (possibly nil, never validated) and a failure.
 func (w *Worker) decode(msg jetstream.Msg) (*task.Envelope, *failure) {
 	data := msg.Data()
 	invalid := func(err error) *failure {
@@ -271,13 +308,18 @@ func (w *Worker) decode(msg jetstream.Msg) (*task.Envelope, *failure) {
 	}
 	env, err := task.Decode(data, msg.Headers().Get(queue.HeaderContentType))
 	if err != nil {
-		return nil, invalid(err)
+		return env, invalid(err)
 	}
 	if err := env.Validate(); err != nil {
 		return env, invalid(err)
 	}
 	if subj := w.o.Names.NodeTypeOf(msg.Subject()); subj != env.NodeType {
 		return env, invalid(fmt.Errorf("node_type %q does not match subject %s", env.NodeType, msg.Subject()))
+	}
+	if env.ReplyTo != "" {
+		if err := w.o.Replies.Check(env.ReplyTo); err != nil {
+			return env, &failure{reason: dlq.ReasonInvalid, kind: resilience.Manifest, err: err}
+		}
 	}
 	return env, nil
 }
@@ -333,7 +375,7 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 	rec := &dlq.Record{
 		Reason: f.reason, ErrorKind: f.kind.String(), Error: f.err.Error(), Causes: dlq.CauseChain(f.err),
 		Attempts: f.attempts, FirstFailure: f.first.UTC(), LastFailure: now, Worker: w.o.ID,
-		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: msg.Headers(), Data: msg.Data(),
+		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: dlq.MaskHeaders(msg.Headers(), w.o.MaskHeaders), Data: msg.Data(),
 		NodeType: w.o.Names.NodeTypeOf(msg.Subject()),
 	}
 	var pe *exec.PanicError
@@ -343,42 +385,60 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 	if meta != nil {
 		rec.Stream, rec.Sequence, rec.Deliveries = meta.Stream, meta.Sequence.Stream, int(meta.NumDelivered)
 	}
-	if env != nil {
-		rec.TaskID, rec.NodeID, rec.CorrelationID = env.ID, env.NodeID, env.CorrelationID
+	if env != nil { // possibly a partial, unvalidated envelope: keep only sound identifiers
+		rec.TaskID, rec.NodeID, rec.CorrelationID = soundID(env.ID), soundID(env.NodeID), soundID(env.CorrelationID)
+	}
+	if rec.TaskID == "" {
+		rec.TaskID = soundID(msg.Headers().Get(nats.MsgIdHdr)) // producers often use the task id
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	log = log.With("reason", f.reason, "error_kind", rec.ErrorKind, "err", rec.Error)
 	if _, err := w.o.DLQ.Write(ctx, rec); err != nil {
 		log.Error("dead-letter record not stored; the task stays in the task stream and is retried", "dlq_err", err, "retry_in", w.o.RetryDelay)
-		w.o.Metrics.Task(rec.NodeType, metrics.DLQPublishFailed)
+		w.o.Metrics.Task(w.label(rec.NodeType), metrics.DLQPublishFailed)
 		if nerr := msg.NakWithDelay(w.o.RetryDelay); nerr != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
 		return
 	}
 	if env != nil {
-		w.reply(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, ErrorKind: rec.ErrorKind,
-			Error: rec.Error, Attempts: f.attempts, DurationMS: now.Sub(f.first).Milliseconds(), Worker: w.o.ID}, msg, log)
+		res, err := w.result(env, &task.Result{TaskID: rec.TaskID, NodeID: rec.NodeID, NodeType: rec.NodeType, ErrorKind: rec.ErrorKind,
+			Error: rec.Error, Attempts: f.attempts, DurationMS: now.Sub(f.first).Milliseconds(), Worker: w.o.ID}, msg)
+		if err != nil {
+			log.Warn("could not report the failure to the task's reply subject", "err", err)
+		}
+		w.publishResult(res, log)
 	}
 	if err := msg.TermWithReason(f.reason); err != nil {
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
-	w.o.Metrics.Task(rec.NodeType, metrics.DeadLettered)
-	w.o.Metrics.Attempts(rec.NodeType, f.attempts)
+	w.o.Metrics.Task(w.label(rec.NodeType), metrics.DeadLettered)
+	w.o.Metrics.Attempts(w.label(rec.NodeType), f.attempts)
 	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
 }
 
-// reply publishes r to the task's reply subject, JSON when the task came as JSON.
-func (w *Worker) reply(env *task.Envelope, r *task.Result, msg jetstream.Msg, log taskLog) {
-	if env.ReplyTo == "" || w.o.Replier == nil {
-		return
+// soundID returns s if it may be used as an identifier, else "".
+func soundID(s string) string {
+	if task.CheckID(s) != nil {
+		return ""
+	}
+	return s
+}
+
+// result encodes r for the task's reply subject, JSON when the task came
+// as JSON. It returns nil when there is nothing to send: no reply subject,
+// no Replier, or a reply subject the policy refuses (a task that names one
+// is dead-lettered; nothing is ever published to it). It fails when the
+// result would not fit in one message.
+func (w *Worker) result(env *task.Envelope, r *task.Result, msg jetstream.Msg) (*nats.Msg, error) {
+	if env.ReplyTo == "" || w.o.Replier == nil || w.o.Replies.Check(env.ReplyTo) != nil {
+		return nil, nil
 	}
 	asJSON := task.IsJSON(msg.Headers().Get(queue.HeaderContentType))
 	data, err := task.EncodeResult(r, asJSON)
 	if err != nil {
-		log.Warn("could not encode the result", "err", err)
-		return
+		return nil, resilience.Wrap(resilience.Serialization, fmt.Errorf("encode the result: %w", err))
 	}
 	out := nats.NewMsg(env.ReplyTo)
 	out.Data = data
@@ -387,7 +447,18 @@ func (w *Worker) reply(env *task.Envelope, r *task.Result, msg jetstream.Msg, lo
 		ct = task.ContentTypeJSON
 	}
 	out.Header.Set(queue.HeaderContentType, ct)
+	if limit := w.o.Replier.MaxPayload() - 1024; int64(len(data)) > limit { // 1 KiB for subject and headers
+		return nil, resilience.Errorf(resilience.Serialization, "the result is %d bytes, more than the %d that fit in one message to reply_to (the server's max_payload)", len(data), limit)
+	}
+	return out, nil
+}
+
+// publishResult sends a result made by result; nil sends nothing.
+func (w *Worker) publishResult(out *nats.Msg, log taskLog) {
+	if out == nil {
+		return
+	}
 	if err := w.o.Replier.PublishMsg(out); err != nil {
-		log.Warn("could not publish the result", "reply_to", env.ReplyTo, "err", err)
+		log.Warn("could not publish the result", "reply_to", out.Subject, "err", err)
 	}
 }

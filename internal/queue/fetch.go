@@ -1,0 +1,245 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ackPrefix starts the reply subject of every message JetStream delivers
+// from a stream. The server sets it; a producer cannot.
+const ackPrefix = "$JS.ACK."
+
+// pullInbox sends a Puller's pull requests for a durable consumer,
+// each answered on a subscription of its own.
+//
+// nats.go's Fetch is not used because it decides whether a message is a
+// task or a status of the server by its content: an empty message with a
+// Status header is taken for a status and dropped. Such a message can be
+// published by any producer; JetStream then delivers it again every
+// AckWait, forever, holding a worker's slot each time, and no handler ever
+// sees it. pullInbox tells them apart by what only the server controls:
+// a delivered message has a $JS.ACK reply subject, a status has none.
+type pullInbox struct {
+	nc      *nats.Conn
+	next    string      // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
+	onStray func(error) // told about messages that came too late for their request
+}
+
+// pullBatch is the answer to one pull request: up to n messages, then the
+// channel closes; Error says why it ended early, if for a reason other than
+// the request expiring with fewer messages.
+type pullBatch struct {
+	in        *pullInbox
+	sub       *nats.Subscription
+	mu        sync.Mutex
+	msgs      chan jetstream.Msg
+	remaining int
+	done      bool
+	err       error
+	timer     *time.Timer
+}
+
+// Messages returns the batch's messages; the channel closes when the
+// request is over.
+func (b *pullBatch) Messages() <-chan jetstream.Msg { return b.msgs }
+
+// Error is why the request ended, once Messages is closed: nil when it was
+// filled or expired.
+func (b *pullBatch) Error() error { return b.err }
+
+// newPullInbox returns a pullInbox for the given stream and durable consumer.
+func newPullInbox(nc *nats.Conn, stream, consumer string, onStray func(error)) *pullInbox {
+	return &pullInbox{nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, onStray: onStray}
+}
+
+// fetch asks for up to n messages, waiting at most wait for them.
+func (in *pullInbox) fetch(n int, wait time.Duration) (*pullBatch, error) {
+	body, _ := json.Marshal(struct {
+		Batch   int           `json:"batch"`
+		Expires time.Duration `json:"expires"`
+	}{n, wait})
+	b := &pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}
+	inbox := in.nc.NewInbox()
+	b.mu.Lock() // until the subscription and the timer are in place
+	defer b.mu.Unlock()
+	sub, err := in.nc.Subscribe(inbox, b.receive)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to a pull inbox: %w", err)
+	}
+	b.sub = sub
+	// The server ends the request after wait with a 408; should that be
+	// lost (a dropped connection), end it here a little later.
+	b.timer = time.AfterFunc(wait+time.Second, func() { b.finish(nats.ErrTimeout) })
+	if err := in.nc.PublishRequest(in.next, inbox, body); err != nil {
+		b.finishLocked(err)
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *pullBatch) finish(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finishLocked(err)
+}
+
+// finishLocked ends the batch; b.mu must be held.
+func (b *pullBatch) finishLocked(err error) {
+	if b.done {
+		return
+	}
+	b.done = true
+	b.timer.Stop()
+	_ = b.sub.Unsubscribe()
+	b.err = err
+	close(b.msgs)
+}
+
+// receive takes one message on the batch's inbox: a delivered task, or a
+// status of the server about the request.
+func (b *pullBatch) receive(m *nats.Msg) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if strings.HasPrefix(m.Reply, ackPrefix) {
+		msg := &pulledMsg{m: m, nc: b.in.nc}
+		if b.done {
+			// The request already ended on this side: hand the message
+			// straight back rather than let it wait out AckWait.
+			err := msg.Nak()
+			if b.in.onStray != nil {
+				b.in.onStray(err)
+			}
+			return
+		}
+		b.msgs <- msg // never blocks: the channel holds the whole batch
+		if b.remaining--; b.remaining == 0 {
+			b.finishLocked(nil)
+		}
+		return
+	}
+	if b.done {
+		return // a status about a request that is over
+	}
+	switch code, desc := m.Header.Get("Status"), m.Header.Get("Description"); code {
+	case "100": // heartbeat or flow control: the request goes on
+	case "404", "408": // no messages, or the request expired
+		b.finishLocked(nil)
+	case "503":
+		b.finishLocked(nats.ErrNoResponders)
+	default:
+		b.finishLocked(&PullError{Status: code, Description: desc})
+	}
+}
+
+// PullError is a pull request that the server ended with a status, e.g.
+// 409 "Leadership Change" or "Consumer Deleted".
+type PullError struct {
+	Status      string
+	Description string
+}
+
+// Error implements error.
+func (e *PullError) Error() string {
+	return "pull request ended by the server: " + e.Status + " " + e.Description
+}
+
+// pulledMsg is a message JetStream delivered for a pull request. It is a
+// jetstream.Msg with the same acknowledgement protocol as nats.go's.
+type pulledMsg struct {
+	m    *nats.Msg
+	nc   *nats.Conn
+	mu   sync.Mutex
+	ackd bool
+}
+
+var _ jetstream.Msg = (*pulledMsg)(nil)
+
+// Metadata parses the delivery's reply subject.
+func (p *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	md, err := p.m.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	return &jetstream.MsgMetadata{
+		Sequence:     jetstream.SequencePair{Consumer: md.Sequence.Consumer, Stream: md.Sequence.Stream},
+		NumDelivered: md.NumDelivered, NumPending: md.NumPending, Timestamp: md.Timestamp,
+		Stream: md.Stream, Consumer: md.Consumer, Domain: md.Domain,
+	}, nil
+}
+
+// Data returns the body.
+func (p *pulledMsg) Data() []byte { return p.m.Data }
+
+// Headers returns the headers.
+func (p *pulledMsg) Headers() nats.Header { return p.m.Header }
+
+// Subject returns the subject the task was published on.
+func (p *pulledMsg) Subject() string { return p.m.Subject }
+
+// Reply returns the acknowledgement subject.
+func (p *pulledMsg) Reply() string { return p.m.Reply }
+
+// Ack acknowledges the message without waiting for the server.
+func (p *pulledMsg) Ack() error { return p.reply(nil, "+ACK", true) }
+
+// DoubleAck acknowledges the message and waits for the server to confirm.
+func (p *pulledMsg) DoubleAck(ctx context.Context) error { return p.reply(ctx, "+ACK", true) }
+
+// Nak asks for redelivery now.
+func (p *pulledMsg) Nak() error { return p.reply(nil, "-NAK", true) }
+
+// NakWithDelay asks for redelivery after delay.
+func (p *pulledMsg) NakWithDelay(delay time.Duration) error {
+	if delay <= 0 {
+		return p.Nak()
+	}
+	return p.reply(nil, fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()), true)
+}
+
+// InProgress resets the AckWait timer; it may be sent many times.
+func (p *pulledMsg) InProgress() error { return p.reply(nil, "+WPI", false) }
+
+// Term stops redelivery; on a WorkQueue stream it deletes the message.
+func (p *pulledMsg) Term() error { return p.reply(nil, "+TERM", true) }
+
+// TermWithReason is Term with a reason shown in the server's advisory.
+func (p *pulledMsg) TermWithReason(reason string) error {
+	if reason == "" {
+		return p.Term()
+	}
+	return p.reply(nil, "+TERM "+reason, true)
+}
+
+// reply sends an acknowledgement; with ctx it waits for the server's
+// answer. A final one (all but +WPI) may be sent once.
+func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ackd {
+		return jetstream.ErrMsgAlreadyAckd
+	}
+	var err error
+	if ctx != nil {
+		_, err = p.nc.RequestWithContext(ctx, p.m.Reply, []byte(body))
+	} else {
+		err = p.nc.Publish(p.m.Reply, []byte(body))
+	}
+	if err != nil {
+		return err
+	}
+	p.ackd = final
+	return nil
+}
+
+// isPullTimeout reports an error that only means no messages came in time.
+func isPullTimeout(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
+}
