@@ -121,11 +121,15 @@ type lpConn struct {
 func connectAs(t *testing.T, s *server.Server, user string) *lpConn {
 	t.Helper()
 	c := &lpConn{user: user}
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, lpPasswords[user]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	opts := []nats.Option{nats.UserInfo(user, lpPasswords[user]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		c.mu.Lock()
 		c.errs = append(c.errs, err.Error())
 		c.mu.Unlock()
-	}))
+	})}
+	if user == lpConsumer {
+		opts = append(opts, queue.ConsumerInbox()) // as cmd/consumer connects
+	}
+	nc, err := nats.Connect(s.ClientURL(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if authOpts, err = auth.Options(); err != nil {
 		return err
 	}
-	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, authOpts...)
+	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, append(authOpts, queue.ConsumerInbox())...)
 	if err != nil {
 		return err
 	}

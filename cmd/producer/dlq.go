@@ -120,13 +120,8 @@ func item(en dlq.Entry) listItem {
 	return listItem{Seq: en.Seq, Time: en.Time, NodeType: r.NodeType, ErrorKind: r.ErrorKind, Reason: r.Reason, Replays: r.ReplayCount(), TaskID: r.TaskID, Error: r.Error}
 }
 
-func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	return string([]rune(s)[:n-1]) + "…"
-}
+// shorten folds s onto one line and cuts it to n runes.
+func shorten(s string, n int) string { return clip(strings.Join(strings.Fields(s), " "), n) }
 
 // clip cuts s to n runes, marking the cut, without touching its spacing.
 func clip(s string, n int) string {

@@ -130,7 +130,7 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 					if st.Breaker == "open" {
 						breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
 					}
-					breaker += " (last change by " + st.BreakerBy + ")"
+					breaker += " (last change by " + clean(clip(st.BreakerBy, 64)) + ")" // free text in a shared bucket
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				for _, row := range [][2]any{

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // Dead-letter records carry text from whoever published the task: task and
@@ -19,21 +21,9 @@ import (
 // RIGHT-TO-LEFT OVERRIDE as \u202e, and a byte that is not UTF-8 as \xff.
 
 // dangerous reports whether r must not reach a terminal as itself: C0
-// controls, DEL, C1 controls, the bidi embeddings, overrides, isolates and
-// marks, and the Unicode line and paragraph separators.
-func dangerous(r rune) bool {
-	switch {
-	case r < 0x20, r == 0x7f, 0x80 <= r && r <= 0x9f:
-		return true
-	case 0x202a <= r && r <= 0x202e, 0x2066 <= r && r <= 0x2069: // embeddings, overrides, isolates
-		return true
-	case r == 0x200e, r == 0x200f, r == 0x061c: // LRM, RLM, ALM
-		return true
-	case r == 0x2028, r == 0x2029: // line and paragraph separators
-		return true
-	}
-	return false
-}
+// controls, DEL, C1 controls, the bidi controls, and the Unicode line and
+// paragraph separators (task.UnsafeRune).
+func dangerous(r rune) bool { return task.UnsafeRune(r) }
 
 // clean returns s for one line of terminal output: every dangerous
 // character, line breaks and tabs included, and every byte that is not

@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +86,7 @@ var errSkipped = errors.New("skipped")
 // A record that fails these checks may have been forged by anyone able to
 // publish on the dead-letter subjects.
 func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
-	prefix := cmpOr(o.TaskPrefix, "tasks")
+	prefix := cmp.Or(o.TaskPrefix, "tasks")
 	if e.Record == nil {
 		return "", fmt.Errorf("%w: unreadable record: %v", errSkipped, e.Err)
 	}
@@ -112,18 +113,11 @@ func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
 // ReplayTo checks an operator's replay destination: a node type, or the
 // task subject <prefix>.<node_type>; it returns the task subject.
 func ReplayTo(prefix, to string) (string, error) {
-	nodeType := strings.TrimPrefix(to, cmpOr(prefix, "tasks")+".")
+	nodeType := strings.TrimPrefix(to, cmp.Or(prefix, "tasks")+".")
 	if !task.ValidNodeType(nodeType) {
-		return "", fmt.Errorf("--to %q: want a node type or %s.<node_type>; replay only publishes task subjects", to, cmpOr(prefix, "tasks"))
+		return "", fmt.Errorf("--to %q: want a node type or %s.<node_type>; replay only publishes task subjects", to, cmp.Or(prefix, "tasks"))
 	}
-	return cmpOr(prefix, "tasks") + "." + nodeType, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
+	return cmp.Or(prefix, "tasks") + "." + nodeType, nil
 }
 
 // Replay republishes the original tasks of the selected records, as they
@@ -262,13 +256,13 @@ func (s *Store) replayOne(ctx context.Context, e Entry, o ReplayOptions, fail fu
 	ack, err := s.js.PublishMsg(ctx, msg)
 	if err != nil {
 		if ctx.Err() == nil {
-			fail("record %d (task %s): republish to %s: %v", e.Seq, r.TaskID, msg.Subject, err)
+			fail("record %d (task %q): republish to %s: %v", e.Seq, r.TaskID, msg.Subject, err)
 		}
 		return
 	}
 	if err := s.Delete(ctx, e.Seq); err != nil {
 		if ctx.Err() == nil {
-			fail("record %d (task %s): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %v", e.Seq, r.TaskID, err)
+			fail("record %d (task %q): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %v", e.Seq, r.TaskID, err)
 		}
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,12 +60,15 @@ func (w *Writer) Write(ctx context.Context, r *Record) (*jetstream.PubAck, error
 		return nil, fmt.Errorf("publish dead-letter record to %s: %w", msg.Subject, err)
 	}
 	if ack.Duplicate && !w.stores(ctx, ack, r) {
-		// A record with this ID is stored, but it is not this task's: the
-		// ID is predictable, so anyone who may publish on the dead-letter
-		// subjects can plant one first. Store this record under an ID of
-		// its own rather than let the task go without one.
+		// A record with this ID is stored, but it is not this task's (or
+		// cannot be read to tell): the ID is predictable, so anyone who may
+		// publish on the dead-letter subjects can plant one first. Store
+		// this record under an ID of its own rather than let the task go
+		// without one; at worst a task has two records, never none.
 		msg.Header.Set(jetstream.MsgIDHeader, msg.Header.Get(jetstream.MsgIDHeader)+":"+nuid.Next())
-		if ack, err = w.js.PublishMsg(ctx, msg); err != nil {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if ack, err = w.js.PublishMsg(pctx, msg); err != nil {
 			return nil, fmt.Errorf("publish dead-letter record to %s: %w", msg.Subject, err)
 		}
 	}
@@ -72,9 +76,13 @@ func (w *Writer) Write(ctx context.Context, r *Record) (*jetstream.PubAck, error
 }
 
 // stores reports whether the message a duplicate PubAck points at is a
-// record of the same delivery of the same task: same original stream and
-// sequence, same bytes. A record that cannot be read counts as not.
+// record of the same delivery of the same task: same original stream,
+// sequence, subject, node type and bytes. A record that cannot be read
+// within a few seconds (no permission to read the stream, say) counts as
+// not.
 func (w *Writer) stores(ctx context.Context, ack *jetstream.PubAck, r *Record) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	st, err := w.js.Stream(ctx, ack.Stream)
 	if err != nil {
 		return false
@@ -84,7 +92,8 @@ func (w *Writer) stores(ctx context.Context, ack *jetstream.PubAck, r *Record) b
 		return false
 	}
 	got, err := Decode(m.Data)
-	return err == nil && got.Stream == r.Stream && got.Sequence == r.Sequence && bytes.Equal(got.Data, r.Data)
+	return err == nil && got.Stream == r.Stream && got.Sequence == r.Sequence && got.Subject == r.Subject &&
+		got.NodeType == r.NodeType && bytes.Equal(got.Data, r.Data)
 }
 
 // recordMsg bounds r and returns the message that stores it.

@@ -125,10 +125,13 @@ func (b *pullBatch) receive(m *nats.Msg) {
 		}
 		return
 	}
-	if b.done {
-		return // a status about a request that is over
+	code, desc := m.Header.Get("Status"), m.Header.Get("Description")
+	if b.done || code == "" || len(m.Data) > 0 {
+		// A status about a request that is over, or not a status at all
+		// (nothing but the server should publish here): ignore it.
+		return
 	}
-	switch code, desc := m.Header.Get("Status"), m.Header.Get("Description"); code {
+	switch code {
 	case "100": // heartbeat or flow control: the request goes on
 	case "404", "408": // no messages, or the request expired
 		b.finishLocked(nil)

@@ -71,6 +71,11 @@ const maxTrips = 64
 // open period ends at most MaxCooldown after the server stored the entry
 // (the server's timestamp, not the writer's), and trips are capped.
 func (f *FleetBreaker) read(entry jetstream.KeyValueEntry) (fleetState, error) {
+	return readFleetState(entry, f.MaxCooldown)
+}
+
+// readFleetState is FleetBreaker.read with a given bound.
+func readFleetState(entry jetstream.KeyValueEntry, maxCooldown time.Duration) (fleetState, error) {
 	var st fleetState
 	if err := json.Unmarshal(entry.Value(), &st); err != nil {
 		return st, fmt.Errorf("fleet breaker entry is not JSON: %w", err)
@@ -80,7 +85,7 @@ func (f *FleetBreaker) read(entry jetstream.KeyValueEntry) (fleetState, error) {
 	default:
 		return st, fmt.Errorf("fleet breaker entry has unknown state %q", st.State)
 	}
-	if latest := entry.Created().Add(f.MaxCooldown); st.Until.After(latest) {
+	if latest := entry.Created().Add(maxCooldown); st.Until.After(latest) {
 		st.Until = latest
 	}
 	st.Trips = min(max(st.Trips, 0), maxTrips)

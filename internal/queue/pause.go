@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -74,8 +73,8 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, e
 	}
 	if kv, err := js.KeyValue(ctx, BreakerBucket); err == nil {
 		if entry, err := kv.Get(ctx, n.Consumer); err == nil {
-			var fs fleetState
-			if json.Unmarshal(entry.Value(), &fs) == nil {
+			// Bounded as the consumers bound it (with the default max_cooldown).
+			if fs, err := readFleetState(entry, 5*time.Minute); err == nil {
 				st.Breaker, st.BreakerBy = fs.State, fs.Owner
 				if fs.State == "open" {
 					st.BreakerUntil = fs.Until

@@ -5,15 +5,30 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // DefaultReplySubjects is the default allow-list of reply subjects: the
 // inboxes that NATS clients create for request/reply.
 var DefaultReplySubjects = []string{"_INBOX.>"}
 
-// MaxReplySubjectLen caps a reply subject in bytes. The server closes a
-// connection whose publish line exceeds 4 KiB; an inbox is under 100 bytes.
-const MaxReplySubjectLen = 256
+// MaxReplySubjectLen caps a reply subject in bytes (task.MaxReplyToLen).
+// The server closes a connection whose publish line exceeds 4 KiB; an inbox
+// is under 100 bytes.
+const MaxReplySubjectLen = task.MaxReplyToLen
+
+// ConsumerInboxPrefix is the inbox prefix of consumer processes: their pull
+// requests, JetStream API calls and confirmed acks are answered under it,
+// not under _INBOX where producers wait for results. A least-privilege
+// setup lets only consumers subscribe to it, so producers cannot read the
+// tasks delivered to consumers; and no task may name it as reply_to.
+const ConsumerInboxPrefix = "_NODEQ_INBOX"
+
+// ConsumerInbox is the connection option that gives a consumer process
+// its own inbox prefix.
+func ConsumerInbox() nats.Option { return nats.CustomInboxPrefix(ConsumerInboxPrefix) }
 
 // ReplySubjects decides which subjects a task may name as its reply_to.
 // The consumer publishes results with its own credentials, so a reply
@@ -41,7 +56,7 @@ func NewReplySubjects(n Names, allow []string) (*ReplySubjects, error) {
 	}
 	return &ReplySubjects{
 		allow: append([]string(nil), allow...),
-		deny:  []string{n.TaskPrefix + ".>", n.DLQPrefix + ".>"},
+		deny:  []string{n.TaskPrefix + ".>", n.DLQPrefix + ".>", ConsumerInboxPrefix + ".>"},
 	}, nil
 }
 
@@ -75,7 +90,7 @@ func (r *ReplySubjects) Check(subject string) error {
 	}
 	for _, d := range r.deny {
 		if server.SubjectMatchesFilter(subject, d) {
-			return fmt.Errorf("reply_to %q is one of nodeq's own task or dead-letter subjects (%s): not allowed", subject, d)
+			return fmt.Errorf("reply_to %q is one of nodeq's own task, dead-letter or consumer inbox subjects (%s): not allowed", subject, d)
 		}
 	}
 	for _, a := range r.allow {

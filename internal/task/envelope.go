@@ -104,17 +104,19 @@ func CheckID(s string) error {
 		return errors.New("not valid UTF-8")
 	}
 	for i, r := range s {
-		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || isBidiControl(r) {
+		if UnsafeRune(r) {
 			return fmt.Errorf("control character %U at byte %d", r, i)
 		}
 	}
 	return nil
 }
 
-// isBidiControl reports the Unicode bidirectional controls, which make
-// text display in another order than it is stored.
-func isBidiControl(r rune) bool {
-	return r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069' || r == '\u200e' || r == '\u200f' || r == '\u061c'
+// UnsafeRune reports whether r must not reach a header, a log line or a
+// terminal as itself: C0 and C1 controls and DEL, the Unicode bidirectional
+// controls (which make text display in another order than it is stored),
+// and the line and paragraph separators.
+func UnsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029'
 }
 
 // MaxReplyToLen caps reply_to in bytes. A subject must fit the server's
