@@ -151,7 +151,7 @@ func TestHostileTasksHarmOnlyThemselves(t *testing.T) {
 		{"reply_to purges the dead-letter stream", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h1", "node_type": "echo", "reply_to": "$JS.API.STREAM.PURGE.NODEQ_DLQ"})}, dlq.ReasonInvalid, "server subject", "h1"},
 		{"reply_to purges the task stream", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h2", "node_type": "echo", "reply_to": "$JS.API.STREAM.PURGE.NODEQ_TASKS"})}, dlq.ReasonInvalid, "server subject", "h2"},
 		{"reply_to unpauses a consumer", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h3", "node_type": "echo", "reply_to": "$JS.API.CONSUMER.PAUSE.OTHER.c"})}, dlq.ReasonInvalid, "server subject", "h3"},
-		{"reply_to forges a dead letter", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h4", "node_type": "echo", "reply_to": "dlq.echo"})}, dlq.ReasonInvalid, "dead-letter subjects", "h4"},
+		{"reply_to forges a dead letter", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h4", "node_type": "echo", "reply_to": "dlq.echo"})}, dlq.ReasonInvalid, "dead-letter or consumer inbox subjects", "h4"},
 		{"reply_to publishes a task", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h5", "node_type": "echo", "reply_to": "tasks.echo"})}, dlq.ReasonInvalid, "task, dead-letter", "h5"},
 		{"reply_to past the control line", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h6", "node_type": "echo", "reply_to": "_INBOX." + strings.Repeat("a", 5000)})}, dlq.ReasonInvalid, "the limit is 256", "h6"},
 		{"reply_to wildcard", natsMsg{subject: "tasks.echo", data: env(map[string]any{"id": "h7", "node_type": "echo", "reply_to": "_INBOX.>"})}, dlq.ReasonInvalid, "not a literal", "h7"},
