@@ -24,32 +24,48 @@ import (
 	"github.com/nodeq/nodeq/internal/task"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// binaries are the nodeq commands the process tests run, built once per
+// test run into one temporary directory (TestMain removes it).
+var binaries struct {
+	once sync.Once
+	dir  string
+	err  error
+	mu   sync.Mutex
+	done map[string]error
+}
+
+// binPath is the directory's consumer binary, for TestMain's cleanup.
+var binPath string
+
+// buildCommand builds ../cmd/<name> once and returns its path.
+func buildCommand(t *testing.T, name string) string {
+	t.Helper()
+	binaries.once.Do(func() {
+		binaries.dir, binaries.err = os.MkdirTemp("", "nodeq-bin-")
+		binaries.done = map[string]error{}
+		binPath = filepath.Join(binaries.dir, "consumer")
+	})
+	if binaries.err != nil {
+		t.Fatal(binaries.err)
+	}
+	path := filepath.Join(binaries.dir, name)
+	binaries.mu.Lock()
+	defer binaries.mu.Unlock()
+	err, built := binaries.done[name]
+	if !built {
+		if out, berr := exec.Command("go", "build", "-o", path, "../cmd/"+name).CombinedOutput(); berr != nil {
+			err = fmt.Errorf("go build: %v\n%s", berr, out)
+		}
+		binaries.done[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // consumerBinary builds cmd/consumer once per test run.
-func consumerBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nodeq-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "consumer")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/consumer").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func consumerBinary(t *testing.T) string { return buildCommand(t, "consumer") }
 
 // results collects task results published to results.<task id>.
 type results struct {

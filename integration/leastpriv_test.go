@@ -207,28 +207,9 @@ func (c *lpConn) harden(t *testing.T, names queue.Names) {
 	}
 }
 
-var (
-	producerOnce sync.Once
-	producerBin  string
-	producerErr  error
-)
-
 // producerBinary builds cmd/producer once per test run, next to the
-// consumer binary (TestMain removes that directory).
-func producerBinary(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Dir(consumerBinary(t))
-	producerOnce.Do(func() {
-		producerBin = filepath.Join(dir, "producer")
-		if out, err := exec.Command("go", "build", "-o", producerBin, "../cmd/producer").CombinedOutput(); err != nil {
-			producerErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if producerErr != nil {
-		t.Fatal(producerErr)
-	}
-	return producerBin
-}
+// consumer binary.
+func producerBinary(t *testing.T) string { return buildCommand(t, "producer") }
 
 // commandEnv is the environment of a nodeq command connecting as user:
 // nothing of the test's own NODEQ_* or NATS_* settings, the password in

@@ -17,12 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nodeq/nodeq/internal/natstest"
-	"github.com/nodeq/nodeq/internal/queue"
-	"github.com/nodeq/nodeq/internal/task"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -87,25 +83,7 @@ func TestEmbeddedStartPath(t *testing.T) {
 	}
 	url, _ := ready["nats_url"].(string)
 
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	inbox := nc.NewInbox()
-	sub, _ := nc.SubscribeSync(inbox)
-	if _, err := queue.NewPublisher(js, queue.DefaultNames()).Publish(ctx, &task.Envelope{NodeType: "echo", Payload: []byte("ping"), ReplyTo: inbox}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sub.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := task.DecodeResult(m.Data, m.Header.Get("Content-Type"))
-	if err != nil || !res.OK || string(res.Output) != "ping" {
-		t.Fatalf("result %+v, %v", res, err)
-	}
+	echoThrough(t, url)
 	ml := logs.logLine("metrics listening")
 	if ml == nil {
 		t.Fatal("no metrics listener logged")

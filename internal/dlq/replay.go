@@ -167,20 +167,24 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 		})
 	}
 
-	jobs := make(chan Entry)
+	type job struct {
+		e       Entry
+		subject string // from Target
+	}
+	jobs := make(chan job)
 	var wg sync.WaitGroup
 	for range o.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for e := range jobs {
+			for j := range jobs {
 				if limiter != nil && limiter.Wait(ctx) != nil {
 					continue // cancelled: drain without replaying
 				}
 				if ctx.Err() != nil {
 					continue
 				}
-				s.replayOne(ctx, e, o, fail, func(duplicate bool) {
+				s.replayOne(ctx, j.e, j.subject, fail, func(duplicate bool) {
 					update(func() {
 						if duplicate {
 							sum.Duplicates++
@@ -218,11 +222,10 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 			}
 			return nil
 		}
-		e.target = subject
 		update(func() { sum.Selected++ })
 		dispatched++
 		select {
-		case jobs <- e:
+		case jobs <- job{e, subject}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -239,10 +242,10 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 	return sum, err
 }
 
-// replayOne republishes one record's task and then deletes the record.
-func (s *Store) replayOne(ctx context.Context, e Entry, o ReplayOptions, fail func(string, ...any), done func(duplicate bool)) {
+// replayOne republishes one record's task on subject and then deletes the record.
+func (s *Store) replayOne(ctx context.Context, e Entry, subject string, fail func(string, ...any), done func(duplicate bool)) {
 	r := e.Record
-	msg := nats.NewMsg(e.target)
+	msg := nats.NewMsg(subject)
 	msg.Data = r.Data
 	for k, vs := range r.Headers {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") || len(vs) == 1 && vs[0] == Masked {

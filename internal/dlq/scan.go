@@ -35,8 +35,6 @@ type Entry struct {
 	Record  *Record
 	// Err is set when the message could not be decoded as a record; Record is nil then.
 	Err error
-
-	target string // the replay's destination, set by Replay
 }
 
 // Snapshot returns the stream's last sequence: a scan up to it sees a fixed
