@@ -108,7 +108,8 @@ func TestBadInputIsDeadLetteredByteForByte(t *testing.T) {
 }
 
 // TestFullDLQKeepsTask: when the dead-letter stream refuses a record, the
-// task stays in the task stream and is dead-lettered once there is room.
+// task stays in the task stream, held with its outcome by the worker that
+// ran it, and is dead-lettered once there is room, without running again.
 func TestFullDLQKeepsTask(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{DLQMaxBytes: 64}) // too small for any record
 	reg := exec.NewRegistry()
@@ -126,18 +127,22 @@ func TestFullDLQKeepsTask(t *testing.T) {
 		}
 		return ci
 	}
-	eventually(t, 10*time.Second, "several refused attempts", func() bool { return info().NumRedelivered > 0 && info().Delivered.Consumer >= 3 })
+	eventually(t, 10*time.Second, "the task held", func() bool { return gaugeValue(t, promReg, "nodeq_dlq_held_tasks") == 1 })
+	time.Sleep(time.Second) // several tries to store (100ms, 200ms, 400ms)
+	if ci := info(); ci.Delivered.Consumer != 1 || ci.NumAckPending != 1 {
+		t.Fatalf("delivered %d times, %d ack pending; want the one delivery held", ci.Delivered.Consumer, ci.NumAckPending)
+	}
 	if m := e.streamMsgs(e.names.TaskStream); m != 1 {
 		t.Fatalf("task stream holds %d; the task must stay while the DLQ is full", m)
 	}
 	if d := e.streamMsgs(e.names.DLQStream); d != 0 {
 		t.Fatalf("%d records in a full DLQ", d)
 	}
-	if n := counterValue(t, promReg, "fault", "dlq_publish_failed"); n < 2 {
-		t.Fatalf("dlq_publish_failed counter %v, want one per refused attempt", n)
+	if n := counterValue(t, promReg, "fault", "dlq_publish_failed"); n != 1 {
+		t.Fatalf("dlq_publish_failed counter %v, want 1 (once per task, not per try)", n)
 	}
 
-	// Make room: the next delivery stores the record and only then removes the task.
+	// Make room: the next try stores the record and only then removes the task.
 	cfg := queue.DLQStreamConfig(e.names, queue.StreamOptions{})
 	if _, err := e.js.UpdateStream(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -147,6 +152,9 @@ func TestFullDLQKeepsTask(t *testing.T) {
 	})
 	if n := counterValue(t, promReg, "fault", "dead_lettered"); n != 1 {
 		t.Fatalf("dead_lettered counter %v", n)
+	}
+	if g := gaugeValue(t, promReg, "nodeq_dlq_held_tasks"); g != 0 {
+		t.Fatalf("held gauge %v after the store", g)
 	}
 	recs := e.records()
 	if recs[0].rec.TaskID != "f1" || recs[0].rec.ErrorKind != "Manifest" || recs[0].rec.Reason != dlq.ReasonPermanent {

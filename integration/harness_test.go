@@ -102,6 +102,11 @@ type runnerOpts struct {
 	breaker         *resilience.Breaker
 	ackWait         time.Duration
 	metrics         *metrics.Metrics
+	poisonAfter     int
+	maxInflight     int64 // consumer.max_inflight_bytes; 0: none
+	maxMsgBytes     int64 // with maxInflight; default queue.PullMsgBytes of the stream's default max_msg_size
+	noLedger        bool  // run without the delivery ledger
+	onInflight      func(int64)
 }
 
 // pullWait is the test consumers' pull request expiry.
@@ -110,6 +115,15 @@ const pullWait = 200 * time.Millisecond
 // start runs a consumer with the given registry until stop.
 func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	e.t.Helper()
+	return e.startWith(reg, o, nil)
+}
+
+// startWith is start with a logger (nil: testLogger).
+func (e *env) startWith(reg *exec.Registry, o runnerOpts, log *slog.Logger) *runner {
+	e.t.Helper()
+	if log == nil {
+		log = testLogger(e.t)
+	}
 	if o.workers == 0 {
 		o.workers = 4
 	}
@@ -118,17 +132,33 @@ func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	var ledger worker.Ledger
+	if !o.noLedger {
+		l, err := queue.OpenDeliveryLedger(context.Background(), e.js, e.names, testLogger(e.t))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ledger = l
+	}
 	w := worker.New(worker.Options{
 		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc, Replies: replies,
-		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: testLogger(e.t),
+		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: log,
 		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait, Metrics: o.metrics,
+		Ledger: ledger, PoisonAfter: o.poisonAfter, MaxHeld: max(o.workers/2, 1),
 	})
 	var gate queue.Gate
 	if o.breaker != nil {
 		gate = o.breaker
 	}
+	if o.onInflight == nil {
+		o.onInflight = o.metrics.InFlightBytes
+	}
+	if o.maxInflight > 0 && o.maxMsgBytes == 0 {
+		o.maxMsgBytes = queue.PullMsgBytes(queue.DefaultMaxMsgSize)
+	}
 	p := queue.NewPuller(e.nc, e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
-		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: testLogger(e.t)})
+		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: log, HandBack: w.HandBack,
+		MaxInflightBytes: o.maxInflight, MaxMsgBytes: o.maxMsgBytes, OnInflightBytes: o.onInflight})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan bool, 1)}
 	go func() { r.done <- p.Run(ctx) }()
@@ -285,6 +315,22 @@ func counterValue(t *testing.T, reg *prometheus.Registry, nodeType, outcome stri
 			}
 		}
 	}
+	return 0
+}
+
+// gaugeValue reads an unlabelled gauge.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
 	return 0
 }
 

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
+	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
 
@@ -51,5 +53,74 @@ func TestRowsMeasure(t *testing.T) {
 	}
 	if react, err := b.breakerReaction(ctx); err != nil || react > time.Second {
 		t.Fatalf("breaker reaction %v, %v", react, err)
+	}
+}
+
+// TestSizedTask checks the worst-case memory mode's tasks: each is
+// accepted, hostile params hold as many values as the cap allows, and a
+// task of maxTaskSize bytes is the largest the stream takes.
+func TestSizedTask(t *testing.T) {
+	ctx := context.Background()
+	b, err := newBench(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if _, err := b.resetWith(ctx, queue.StreamOptions{MaxMsgSize: int32(maxTaskSize)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, hostile := range []bool{true, false} {
+		m, err := sizedTask(b.names, "h1", "sleep", maxTaskSize, hostile, [][2]string{{"duration", "30s"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := task.DecodeMsgpack(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := env.Params["a"].([]any)
+		if d, _, err := env.Params.Duration("duration"); err != nil || d != 30*time.Second || hostile != (len(a) == (task.MaxParamValues-5)/3) {
+			t.Errorf("hostile %v: duration %v (%v), %d maps", hostile, d, err, len(a))
+		}
+		if _, err := b.js.PublishMsg(ctx, m); err != nil {
+			t.Errorf("hostile %v: a task of maxTaskSize bytes: %v", hostile, err)
+		}
+		m, err = sizedTask(b.names, "h2", "sleep", maxTaskSize+1, hostile, [][2]string{{"duration", "30s"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.js.PublishMsg(ctx, m); err == nil {
+			t.Errorf("hostile %v: a task one byte over maxTaskSize was stored", hostile)
+		}
+	}
+}
+
+// TestHostileMemory runs the worst-case memory mode on a small scale with
+// the consumer binary: tasks are held, the byte budget caps how many, and
+// failing tasks are dead-lettered.
+func TestHostileMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the consumer binary")
+	}
+	b, err := newBench(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	cases := []memCase{
+		{workers: 2, label: "idle"},
+		{workers: 2, hostile: true, tasks: 3, label: "held"},
+		{workers: 4, budget: 2 << 20, hostile: true, tasks: 5, label: "budget"}, // room for 2 tasks of 992 KiB
+		{workers: 2, hostile: true, fail: true, tasks: 4, label: "dead-lettered"},
+	}
+	rows, err := b.hostileMemory(context.Background(), t.TempDir(), cases, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{0, 2, 2, -1} {
+		r := rows[i]
+		if r.PeakRSS <= 0 || want >= 0 && r.Held != want || i > 0 && r.Bound <= rows[0].PeakRSS {
+			t.Errorf("%s: %+v, want %d held", r.Case, r, want)
+		}
 	}
 }

@@ -57,6 +57,11 @@ func (b *bench) close() {
 // reset deletes and recreates the streams and the durable consumer, so
 // every repetition starts empty.
 func (b *bench) reset(ctx context.Context) (jetstream.Consumer, error) {
+	return b.resetWith(ctx, queue.StreamOptions{DLQMaxBytes: 8 << 30})
+}
+
+// resetWith is reset with the streams created with o.
+func (b *bench) resetWith(ctx context.Context, o queue.StreamOptions) (jetstream.Consumer, error) {
 	for _, s := range []string{b.names.TaskStream, b.names.DLQStream} {
 		_ = b.js.DeleteStream(ctx, s)
 	}
@@ -64,7 +69,7 @@ func (b *bench) reset(ctx context.Context) (jetstream.Consumer, error) {
 	// server still removes the old store; try again briefly.
 	var err error
 	for range 20 {
-		if err = queue.EnsureStreams(ctx, b.js, b.names, queue.StreamOptions{DLQMaxBytes: 8 << 30}); err == nil {
+		if err = queue.EnsureStreams(ctx, b.js, b.names, o); err == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

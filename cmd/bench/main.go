@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/bench            # about 3 minutes on 2 cores
 //	go run ./cmd/bench --quick    # a smoke run: small, 1 repetition
+//	go run ./cmd/bench --hostile-memory  # only the worst-case memory mode, about 30 seconds
 //
 // See docs/benchmarks.md.
 package main
@@ -46,6 +47,8 @@ type Report struct {
 	Reps       int       `json:"repetitions"`
 	MinSeconds float64   `json:"min_row_seconds"`
 	Rows       []Row     `json:"rows"`
+	// Memory is the worst-case memory mode's table (--hostile-memory).
+	Memory []MemRow `json:"worst_case_memory,omitempty"`
 }
 
 type config struct {
@@ -54,6 +57,7 @@ type config struct {
 	quick      bool
 	jsonOut    string
 	cpuProfile string
+	hostileMem bool
 }
 
 func main() {
@@ -63,6 +67,7 @@ func main() {
 	flag.BoolVar(&c.quick, "quick", false, "small smoke run: 1 repetition, short rows")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the report as JSON to this file")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 128-worker, async-ack consumption row")
+	flag.BoolVar(&c.hostileMem, "hostile-memory", false, "run only the worst-case memory mode: the consumer binary's peak RSS while every worker holds a hostile max-size task")
 	flag.Parse()
 	if c.quick {
 		c.reps, c.minSeconds = 1, 0.2
@@ -73,6 +78,9 @@ func main() {
 		os.Exit(1)
 	}
 	printTable(os.Stdout, rep)
+	if len(rep.Memory) > 0 {
+		printMemTable(os.Stdout, rep.Memory)
+	}
 	if c.jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(c.jsonOut, b, 0o644); err != nil {
@@ -128,6 +136,23 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 			r.Target, r.Met = target, &met
 		}
 		rep.Rows = append(rep.Rows, r)
+	}
+	if c.hostileMem {
+		rows, err := b.hostileMemory(ctx, dir, memCases(), progress)
+		if err != nil {
+			return nil, err
+		}
+		rep.Memory = rows
+		for _, r := range rows {
+			if r.Bound == 0 {
+				continue // the base
+			}
+			mib := float64(r.PeakRSS) / (1 << 20)
+			bound := float64(r.Bound) / (1 << 20)
+			add(Row{Name: fmt.Sprintf("consumer peak RSS, max-size tasks %s, %d workers, max_inflight_bytes %d MiB", r.Tasks, r.Workers, r.Budget>>20),
+				Unit: "MiB", Nodeq: mib, Baseline: bound, BaselineName: fmt.Sprintf("bound: base + %d × min(workers × task, max_inflight_bytes)", hostileK)}, "<= 1", mib <= bound)
+		}
+		return rep, nil
 	}
 
 	step("raw consumption (async ack, DoubleAck)")

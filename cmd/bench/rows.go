@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -312,11 +310,9 @@ func (b *bench) breakerReaction(ctx context.Context) (time.Duration, error) {
 // consumerRSS runs the consumer binary against the bench server with
 // pending tasks and busy workers and reads its peak RSS.
 func (b *bench) consumerRSS(ctx context.Context, dir string, pending int) (int64, error) {
-	bin := filepath.Join(dir, "consumer")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/consumer")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build consumer (run the bench from the repository root): %w", err)
+	bin, err := buildConsumer(ctx, dir)
+	if err != nil {
+		return 0, err
 	}
 	if _, err := b.reset(ctx); err != nil {
 		return 0, err

@@ -199,8 +199,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return err
 		}
 		defer func() {
-			srv.Shutdown()
-			srv.WaitForShutdown()
+			queue.ShutdownEmbedded(srv) // and release the store directory's lock
 			log.Info("embedded nats-server stopped")
 		}()
 		url = srv.ClientURL()
@@ -283,13 +282,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			}
 		}
 	}
+	ledger, err := queue.OpenDeliveryLedger(setupCtx, js, names, log)
+	if err != nil {
+		return err
+	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Replies: replies, MaskHeaders: cfg.DLQ.MaskHeaders,
 		MaxPayload: int(maxBody), AckWait: cfg.Consumer.AckWait, AckAsync: cfg.Consumer.Ack == "async", Logger: log,
 		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
+		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
 	})
 	p := queue.NewPuller(nc, cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
-		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull})
+		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull, HandBack: w.HandBack,
+		MaxInflightBytes: int64(cfg.Consumer.MaxInflightBytes), MaxMsgBytes: queue.PullMsgBytes(maxTask), OnInflightBytes: m.InFlightBytes})
 	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
 		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())
 	probe.setReady(func() bool { return nc.IsConnected() })

@@ -35,8 +35,9 @@ func (c *connFlags) names() queue.Names {
 	return queue.Names{TaskPrefix: c.taskPrefix}.WithDefaults()
 }
 
-// connect dials NATS and returns the connection and a JetStream handle.
-func (c *connFlags) connect(log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// connect dials NATS and returns the connection and a JetStream handle
+// made with jsOpts.
+func (c *connFlags) connect(log *slog.Logger, jsOpts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
 	// Credentials come from the same NODEQ_NATS_* variables as the consumer's, then flags.
 	env := config.Default()
 	if err := env.ApplyEnv(c.getenv); err != nil {
@@ -50,7 +51,7 @@ func (c *connFlags) connect(log *slog.Logger) (*nats.Conn, jetstream.JetStream, 
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jsOpts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

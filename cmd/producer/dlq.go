@@ -64,7 +64,7 @@ filters; all of them must match. Times are RFC 3339, a date, or an age (90m, 2h,
 	pf := cmd.PersistentFlags()
 	pf.StringSliceVar(&ff.nodeTypes, "node-type", nil, "only these node types (repeatable or comma-separated)")
 	pf.StringSliceVar(&ff.kinds, "kind", nil, "only these error kinds, e.g. Transport")
-	pf.StringSliceVar(&ff.reasons, "reason", nil, "only these reasons: invalid, unknown_node_type, permanent_error, retries_exhausted, deadline_exceeded")
+	pf.StringSliceVar(&ff.reasons, "reason", nil, "only these reasons: invalid, unknown_node_type, permanent_error, retries_exhausted, deadline_exceeded, poison")
 	pf.StringVar(&ff.since, "since", "", "only records stored at or after this time (e.g. 2h or 2026-11-28T09:00:00Z)")
 	pf.StringVar(&ff.until, "until", "", "only records stored before this time")
 	pf.StringVar(&ff.taskID, "task-id", "", "only this task's records")
@@ -301,6 +301,17 @@ func describe(en *dlq.Entry) shownRecord {
 // decodePayload returns the payload as a displayable value: JSON and msgpack
 // decoded, UTF-8 text as a string, other bytes as hex.
 func decodePayload(env *task.Envelope) any {
+	// Decoding into Go values can cost 100 times the payload's size:
+	// a record's payload is a producer's, so count its values first.
+	if n := task.CountValues(env.Payload, env.PayloadEncoding); n > task.MaxParamValues || n < 0 {
+		return map[string]string{"hex": hex.EncodeToString(env.Payload)}
+	}
+	if env.PayloadEncoding == task.PayloadBytes && task.CountValues(env.Payload, task.PayloadJSON) > task.MaxParamValues {
+		if utf8.Valid(env.Payload) {
+			return string(env.Payload)
+		}
+		return map[string]string{"hex": hex.EncodeToString(env.Payload)}
+	}
 	switch env.PayloadEncoding {
 	case task.PayloadJSON:
 		var v any

@@ -204,3 +204,36 @@ func TestReplayRefusesForgedRecord(t *testing.T) {
 		t.Fatalf("dead-letter stream holds %d records, want the refused one kept", info.State.Msgs)
 	}
 }
+
+// A record's payload is shown decoded only when decoding it is cheap: a
+// payload of many tiny values (which would cost ~100x its size as Go
+// values) is shown as it is.
+func TestDecodePayloadBounded(t *testing.T) {
+	emptyMaps := func(n int) []byte {
+		b := []byte{0xdd, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} // array 32
+		for range n {
+			b = append(b, 0x80)
+		}
+		return b
+	}
+	cases := []struct {
+		name    string
+		env     *task.Envelope
+		decoded bool
+	}{
+		{"small msgpack", &task.Envelope{Payload: emptyMaps(3), PayloadEncoding: task.PayloadMsgpack}, true},
+		{"hostile msgpack", &task.Envelope{Payload: emptyMaps(200000), PayloadEncoding: task.PayloadMsgpack}, false},
+		{"small json", &task.Envelope{Payload: []byte(`[{},{}]`), PayloadEncoding: task.PayloadJSON}, true},
+		{"hostile json", &task.Envelope{Payload: []byte("[" + strings.Repeat("{},", 200000) + "{}]"), PayloadEncoding: task.PayloadJSON}, false},
+		{"hostile json in bytes", &task.Envelope{Payload: []byte("[" + strings.Repeat("{},", 200000) + "{}]"), PayloadEncoding: task.PayloadBytes}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := decodePayload(c.env)
+			_, isSlice := v.([]any)
+			if isSlice != c.decoded {
+				t.Fatalf("decoded %v (%T); want %v", isSlice, v, c.decoded)
+			}
+		})
+	}
+}

@@ -132,11 +132,23 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 					}
 					breaker += " (last change by " + clean(clip(st.BreakerBy, 64)) + ")" // free text in a shared bucket
 				}
+				deadLetters := fmt.Sprint(st.DeadLetters)
+				if st.DLQFull {
+					deadLetters += " (FULL: the stream refuses new records; see docs/operations.md, \"The dead-letter stream is full\")"
+				}
+				store := "ok"
+				if st.DLQRefusingUnknown != "" {
+					store = "unknown: " + clean(clip(st.DLQRefusingUnknown, 200))
+				}
+				if h := st.DLQRefusing; h.Tasks > 0 {
+					store = fmt.Sprintf("REFUSING: %d failed task(s) held with their outcome by %d consumer(s) since %s; only the store is retried: %s",
+						h.Tasks, h.Processes, h.Since.Format(time.RFC3339), clean(clip(h.Error, 200))) // text from a shared bucket
+				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				for _, row := range [][2]any{
 					{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
 					{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
-					{"dead letters", st.DeadLetters}, {"circuit breaker", breaker},
+					{"dead letters", deadLetters}, {"dead-letter store", store}, {"circuit breaker", breaker},
 				} {
 					fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
 				}

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,6 +72,9 @@ as failed; the rest are published.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if f.timeout <= 0 {
+				return usageError{fmt.Errorf("--timeout %v: want a positive duration, e.g. 30s", f.timeout)}
+			}
 			if f.file != "" {
 				if f.wait {
 					return usageError{errors.New("--wait works with a single task, not --file")}
@@ -92,7 +97,7 @@ as failed; the rest are published.`,
 	fl.StringArrayVarP(&f.params, "param", "p", nil, "node parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string")
 	fl.DurationVar(&f.deadline, "deadline", 0, "give up on the task if it has not run within this duration (e.g. 30s)")
 	fl.BoolVar(&f.wait, "wait", false, "wait for the task's result and print its output")
-	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long a publish may take")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long each task may wait for JetStream to confirm it (its PubAck)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the whole result (with --wait) or the publish acknowledgement as JSON")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar with --file")
 	fl.IntVar(&f.window, "window", 256, "with --file, how many publishes may await their acknowledgement at once")
@@ -161,7 +166,7 @@ func publishOne(ctx context.Context, e *env, conn *connFlags, f *publishFlags, e
 	defer cancel()
 	ack, err := queue.NewPublisher(js, conn.names()).Publish(pctx, env)
 	if err != nil {
-		return explainPublishError(err, conn)
+		return explainPublishError(err, conn, f.timeout)
 	}
 	if ack.Duplicate {
 		fmt.Fprintf(e.stderr, "warning: task %s was already published within the stream's duplicate window; JetStream kept the first copy\n", env.ID)
@@ -207,17 +212,78 @@ func printResult(e *env, f *publishFlags, res *task.Result) error {
 	return nil
 }
 
-func explainPublishError(err error, conn *connFlags) error {
-	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+func explainPublishError(err error, conn *connFlags, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: no stream stores %s.>; start a consumer once (it creates the streams) or check --task-prefix", err, conn.names().TaskPrefix)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %s", err, noPubAckHint(timeout, conn.names().TaskPrefix))
 	}
 	return err
 }
 
-// summary counts a bulk publish.
+// noPubAckHint explains a publish that JetStream did not answer in time: no
+// stream stores the subject (while something else subscribes to it, so the
+// server does not answer "no responders" either), or the server is stuck.
+func noPubAckHint(timeout time.Duration, prefix string) string {
+	return fmt.Sprintf("no PubAck within %v: is there a stream for %s.>? start a consumer first (it creates the streams), "+
+		"or raise --timeout if the server is only slow", timeout, prefix)
+}
+
+// summary counts a bulk publish. Every task read is counted once.
 type summary struct {
-	published, duplicates, failed int
-	elapsed                       time.Duration
+	// published and duplicates were confirmed by JetStream (duplicates: a
+	// copy with the same ID was already stored).
+	published, duplicates int
+	// failed are not stored: invalid lines, tasks JetStream refused.
+	failed int
+	// unconfirmed were sent without an answer (no PubAck in time, the
+	// connection lost, interrupted): they may or may not be stored.
+	// unconfirmedErr is the first one's error.
+	unconfirmed    int
+	unconfirmedErr error
+	// notSent were read after the first PubAck timeout and not published.
+	notSent int
+	elapsed time.Duration
+}
+
+// line is the summary's first line, on stdout.
+func (s summary) line() string {
+	rate := float64(s.published) / max(s.elapsed.Seconds(), 1e-9)
+	notSent := ""
+	if s.notSent > 0 {
+		notSent = fmt.Sprintf(", not sent %d", s.notSent)
+	}
+	return fmt.Sprintf("published %d, duplicates %d, failed %d, not confirmed %d%s in %v (%.0f tasks/s)",
+		s.published, s.duplicates, s.failed, s.unconfirmed, notSent, s.elapsed.Round(time.Millisecond), rate)
+}
+
+// err is what the command fails with: how many tasks were not confirmed
+// and why, or nil when JetStream confirmed every task read.
+func (s summary) err(timeout time.Duration, prefix string) error {
+	total := s.published + s.duplicates + s.failed + s.unconfirmed + s.notSent
+	var parts []string
+	if s.unconfirmed > 0 {
+		why := "no answer"
+		switch {
+		case errors.Is(s.unconfirmedErr, jetstream.ErrAsyncPublishTimeout):
+			why = noPubAckHint(timeout, prefix)
+		case s.unconfirmedErr != nil:
+			why = s.unconfirmedErr.Error()
+		}
+		parts = append(parts, fmt.Sprintf("%d of %d tasks not confirmed: %s; they may or may not be stored: publishing them again "+
+			"with the same ids is safe within the stream's duplicate window (2 minutes by default)", s.unconfirmed, total, why))
+	}
+	if s.notSent > 0 {
+		parts = append(parts, fmt.Sprintf("%d not sent: publishing stopped at the first PubAck timeout", s.notSent))
+	}
+	if s.failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d tasks were not published", s.failed, total))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 func publishFile(ctx context.Context, e *env, conn *connFlags, f *publishFlags, log *slog.Logger) error {
@@ -234,7 +300,9 @@ func publishFile(ctx context.Context, e *env, conn *connFlags, f *publishFlags, 
 		}
 		r = fh
 	}
-	nc, js, err := conn.connect(log)
+	// nats.go forgets a publish it has no PubAck for after f.timeout too,
+	// instead of holding it until the connection closes.
+	nc, js, err := conn.connect(log, jetstream.WithPublishAsyncTimeout(f.timeout))
 	if err != nil {
 		return err
 	}
@@ -246,39 +314,51 @@ func publishFile(ctx context.Context, e *env, conn *connFlags, f *publishFlags, 
 		progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
 		progressbar.OptionSetItsString("tasks"), progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
-	s, err := bulkPublish(ctx, queue.NewPublisher(js, conn.names()), r, f.window, func(o queue.Outcome, lineErr error) {
+	pub := queue.NewPublisher(js, conn.names()).WithAckTimeout(f.timeout)
+	s, err := bulkPublish(ctx, pub, r, f.window, func(o queue.Outcome, lineErr error) {
 		_ = bar.Add(1)
 		switch {
 		case lineErr != nil:
 			_ = bar.Clear()
 			fmt.Fprintf(e.stderr, "%s: %v\n", f.file, lineErr)
+		case o.Unconfirmed:
+			_ = bar.Clear()
+			fmt.Fprintf(e.stderr, "task %s: not confirmed: %v\n", o.Task.ID, o.Err)
 		case o.Err != nil:
 			_ = bar.Clear()
-			fmt.Fprintf(e.stderr, "task %s: %v\n", o.Task.ID, explainPublishError(o.Err, conn))
+			fmt.Fprintf(e.stderr, "task %s: %v\n", o.Task.ID, explainPublishError(o.Err, conn, f.timeout))
 		}
 	})
 	_ = bar.Finish()
-	rate := float64(s.published) / max(s.elapsed.Seconds(), 1e-9)
-	fmt.Fprintf(e.stdout, "published %d, duplicates %d, failed %d in %v (%.0f tasks/s)\n", s.published, s.duplicates, s.failed, s.elapsed.Round(time.Millisecond), rate)
-	if err != nil {
-		return err
+	fmt.Fprintln(e.stdout, s.line())
+	if serr := s.err(f.timeout, conn.names().TaskPrefix); serr != nil {
+		return serr
 	}
-	if s.failed > 0 {
-		return fmt.Errorf("%d of %d tasks were not published", s.failed, s.published+s.duplicates+s.failed)
-	}
-	return nil
+	return err
 }
 
 // bulkPublish publishes every envelope of a JSON Lines reader and reports
-// each line's outcome.
+// each line's outcome. After the first PubAck timeout it sends no more
+// tasks: it reads the rest and counts them as not sent. Lines are read and
+// outcomes reported on two goroutines: mu keeps s and report to one at a time.
 func bulkPublish(ctx context.Context, pub *queue.Publisher, r io.Reader, window int, report func(o queue.Outcome, lineErr error)) (summary, error) {
 	var s summary
+	var mu sync.Mutex
+	var stop atomic.Bool // set on the first PubAck timeout
 	start := time.Now()
 	tasks := func(yield func(*task.Envelope) bool) {
 		for env, err := range task.ReadLines(r, 0) {
 			if err != nil {
+				mu.Lock()
 				s.failed++
 				report(queue.Outcome{}, err)
+				mu.Unlock()
+				continue
+			}
+			if stop.Load() {
+				mu.Lock()
+				s.notSent++
+				mu.Unlock()
 				continue
 			}
 			if !yield(env) {
@@ -287,7 +367,17 @@ func bulkPublish(ctx context.Context, pub *queue.Publisher, r io.Reader, window 
 		}
 	}
 	err := pub.PublishAll(ctx, tasks, window, func(o queue.Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
 		switch {
+		case o.Unconfirmed:
+			s.unconfirmed++
+			if s.unconfirmedErr == nil {
+				s.unconfirmedErr = o.Err
+			}
+			if errors.Is(o.Err, jetstream.ErrAsyncPublishTimeout) {
+				stop.Store(true)
+			}
 		case o.Err != nil:
 			s.failed++
 		case o.Ack.Duplicate:

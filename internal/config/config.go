@@ -108,7 +108,20 @@ type Consumer struct {
 	// (default _INBOX.>). $-subjects and nodeq's task and dead-letter
 	// subjects are refused whatever this says.
 	ReplySubjects []string `yaml:"reply_subjects"`
+	// PoisonAfter is how many deliveries of a task may end without an
+	// outcome (the process died, hung or lost its connection) before its
+	// next delivery dead-letters it unrun, with reason poison.
+	PoisonAfter int `yaml:"poison_after"`
+	// MaxInflightBytes bounds the task bytes a process holds or has asked
+	// the server for; at least streams.max_msg_size.
+	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
 }
+
+// Defaults of consumer.poison_after and consumer.max_inflight_bytes.
+const (
+	DefaultPoisonAfter      = 3
+	DefaultMaxInflightBytes = 64 << 20
+)
 
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
@@ -187,7 +200,8 @@ func Default() *Config {
 		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
 		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes},
 		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects},
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects,
+			PoisonAfter: DefaultPoisonAfter, MaxInflightBytes: DefaultMaxInflightBytes},
 		DLQ:        DLQ{MaskHeaders: dlq.DefaultMaskedHeaders},
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},

@@ -80,6 +80,12 @@ func (c *Config) Validate() error {
 	if c.Consumer.MaxPayload < 0 {
 		bad("consumer.max_payload", "must not be negative (0 means streams.max_msg_size)")
 	}
+	if c.Consumer.PoisonAfter < 1 || c.Consumer.PoisonAfter > 1000 {
+		bad("consumer.poison_after", "%d is outside 1..1000", c.Consumer.PoisonAfter)
+	}
+	if c.Consumer.MaxInflightBytes < 1<<20 {
+		bad("consumer.max_inflight_bytes", "%v is under 1MiB", c.Consumer.MaxInflightBytes)
+	}
 	if len(c.Consumer.ReplySubjects) == 0 {
 		bad("consumer.reply_subjects", "list at least one subject filter, e.g. [\"_INBOX.>\"]")
 	}

@@ -33,6 +33,10 @@ const (
 	ReasonExhausted = "retries_exhausted"
 	// ReasonDeadline: the task's deadline passed before it could succeed.
 	ReasonDeadline = "deadline_exceeded"
+	// ReasonPoison: earlier deliveries of the task ended without any
+	// outcome (the process running it died, hung or lost its connection)
+	// too often; it is dead-lettered before it runs again.
+	ReasonPoison = "poison"
 )
 
 // Record is one dead-lettered task: the original message untouched plus why

@@ -15,7 +15,8 @@ const (
 	Redelivered      = "redelivered"        // attempts spent; handed back to JetStream for a later delivery
 	DeadLettered     = "dead_lettered"      // the record is stored and the task removed
 	DLQPublishFailed = "dlq_publish_failed" // the record was refused; the task stays in the task stream
-	HandedBack       = "handed_back"        // given back unfinished at shutdown
+	HandedBack       = "handed_back"        // given back unfinished (breaker, shutdown, a refused record at shutdown)
+	Poison           = "poison"             // dead-lettered before running: earlier deliveries ended without an outcome
 )
 
 // UnknownNodeType is the node_type label value of every node type the
@@ -32,6 +33,8 @@ type Metrics struct {
 	attempts           *prometheus.HistogramVec
 	paused             *prometheus.GaugeVec
 	pull               prometheus.Histogram
+	heldRecords        prometheus.Gauge
+	inFlightBytes      prometheus.Gauge
 	reg                prometheus.Registerer
 }
 
@@ -40,7 +43,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodeq_tasks_total",
-			Help: "Task events by node type and outcome (succeeded, retried, redelivered, dead_lettered, dlq_publish_failed, handed_back).",
+			Help: "Task events by node type and outcome (succeeded, retried, redelivered, dead_lettered, poison, dlq_publish_failed, handed_back).",
 		}, []string{"node_type", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nodeq_task_duration_seconds",
@@ -74,8 +77,16 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "Time from a pull request to its first message.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs .. ~26s
 	})
+	m.heldRecords = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "nodeq_dlq_held_tasks",
+		Help: "Tasks whose outcome is a dead letter the dead-letter stream refused: the process holds them and retries only the store.",
+	})
+	m.inFlightBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "nodeq_inflight_bytes",
+		Help: "Bytes of task messages this process holds or has asked the server for (consumer.max_inflight_bytes bounds it).",
+	})
 	m.reg = reg
-	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull)
+	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords, m.inFlightBytes)
 	return m
 }
 
@@ -97,6 +108,20 @@ func (m *Metrics) Duration(nodeType string, d time.Duration) {
 func (m *Metrics) InFlight(delta float64) {
 	if m != nil {
 		m.inFlight.Add(delta)
+	}
+}
+
+// HeldRecords adds delta to the gauge of tasks holding a refused dead-letter record.
+func (m *Metrics) HeldRecords(delta float64) {
+	if m != nil {
+		m.heldRecords.Add(delta)
+	}
+}
+
+// InFlightBytes sets the gauge of task bytes held or asked for.
+func (m *Metrics) InFlightBytes(n int64) {
+	if m != nil {
+		m.inFlightBytes.Set(float64(n))
 	}
 }
 

@@ -18,7 +18,10 @@ type EmbeddedOptions struct {
 	// Default "127.0.0.1:4222". A host that is not loopback (127.0.0.0/8,
 	// ::1, localhost), including an empty host, 0.0.0.0 and ::, requires Auth.
 	Listen string
-	// StoreDir is where JetStream keeps its files. Required.
+	// StoreDir is where JetStream keeps its files. Required. The server
+	// holds an OS lock on StoreDir/nodeq.lock (StoreLockFile) while it
+	// runs: a second server on the same directory is refused with a
+	// *StoreInUseError.
 	StoreDir string
 	// SyncAlways makes the server fsync every write before acknowledging it.
 	SyncAlways bool
@@ -34,6 +37,13 @@ type EmbeddedOptions struct {
 
 // StartEmbedded starts a nats-server with JetStream in this process and waits
 // until it accepts connections. Stop it with Shutdown and WaitForShutdown.
+//
+// Before the server starts it locks the store directory, recording this
+// process's pid, the client URL and the start time in StoreLockFile; the
+// lock is released once the server's shutdown completes (a new server of
+// this process on the same directory waits for that). If another server,
+// of any process, holds the directory, StartEmbedded returns an error
+// wrapping a *StoreInUseError that names it.
 func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 	if o.StoreDir == "" {
 		return nil, fmt.Errorf("embedded nats-server: a store directory is required")
@@ -70,9 +80,18 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 			"read their results and delete the queues; set nats.user and nats.password (NODEQ_NATS_USER, NODEQ_NATS_PASSWORD) or nats.token "+
 			"(NODEQ_NATS_TOKEN) or nats.nkey_seed_file, or listen on loopback only (--listen 127.0.0.1:%d)", o.Listen, port)
 	}
+	knownURL := ""
+	if port != 0 {
+		knownURL = "nats://" + o.Listen
+	}
+	lock, err := lockStore(o.StoreDir, knownURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else if l, err := net.Listen("tcp", o.Listen); err != nil {
+		lock.release()
 		return nil, fmt.Errorf("embedded nats-server: cannot listen on %s: %w (is another consumer's embedded server running? join it with --nats-url nats://%s, or pick another --listen)", o.Listen, err, o.Listen)
 	} else {
 		_ = l.Close()
@@ -80,13 +99,21 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 	opts.Port = port
 	s, err := server.NewServer(opts)
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("embedded nats-server: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		s.WaitForShutdown()
+		lock.release()
 		return nil, fmt.Errorf("embedded nats-server: not ready to accept connections on %s within 10s (is the port in use?)", o.Listen)
+	}
+	if err := lock.running(s); err != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		lock.release()
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
 	}
 	return s, nil
 }

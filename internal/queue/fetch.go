@@ -29,8 +29,8 @@ const ackPrefix = "$JS.ACK."
 // a delivered message has a $JS.ACK reply subject, a status has none.
 type pullInbox struct {
 	nc      *nats.Conn
-	next    string      // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
-	onStray func(error) // told about messages that came too late for their request
+	next    string              // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
+	onStray func(jetstream.Msg) // takes messages that came too late for their request
 }
 
 // pullBatch is the answer to one pull request: up to n messages, then the
@@ -56,16 +56,18 @@ func (b *pullBatch) Messages() <-chan jetstream.Msg { return b.msgs }
 func (b *pullBatch) Error() error { return b.err }
 
 // newPullInbox returns a pullInbox for the given stream and durable consumer.
-func newPullInbox(nc *nats.Conn, stream, consumer string, onStray func(error)) *pullInbox {
+func newPullInbox(nc *nats.Conn, stream, consumer string, onStray func(jetstream.Msg)) *pullInbox {
 	return &pullInbox{nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, onStray: onStray}
 }
 
-// fetch asks for up to n messages, waiting at most wait for them.
-func (in *pullInbox) fetch(n int, wait time.Duration) (*pullBatch, error) {
+// fetch asks for up to n messages of at most maxBytes in all (0: no
+// limit), waiting at most wait for them.
+func (in *pullInbox) fetch(n int, maxBytes int64, wait time.Duration) (*pullBatch, error) {
 	body, _ := json.Marshal(struct {
-		Batch   int           `json:"batch"`
-		Expires time.Duration `json:"expires"`
-	}{n, wait})
+		Batch    int           `json:"batch"`
+		MaxBytes int64         `json:"max_bytes,omitempty"`
+		Expires  time.Duration `json:"expires"`
+	}{n, maxBytes, wait})
 	b := &pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}
 	inbox := in.nc.NewInbox()
 	b.mu.Lock() // until the subscription and the timer are in place
@@ -113,9 +115,10 @@ func (b *pullBatch) receive(m *nats.Msg) {
 		if b.done {
 			// The request already ended on this side: hand the message
 			// straight back rather than let it wait out AckWait.
-			err := msg.Nak()
 			if b.in.onStray != nil {
-				b.in.onStray(err)
+				b.in.onStray(msg)
+			} else {
+				_ = msg.Nak()
 			}
 			return
 		}
@@ -147,6 +150,13 @@ func (b *pullBatch) receive(m *nats.Msg) {
 type PullError struct {
 	Status      string
 	Description string
+}
+
+// exceedsMaxBytes reports the status the server ends a request with when
+// its next message is larger than what is left of the request's max_bytes.
+func exceedsMaxBytes(err error) bool {
+	var pe *PullError
+	return errors.As(err, &pe) && pe.Status == "409" && strings.Contains(pe.Description, "Message Size Exceeds MaxBytes")
 }
 
 // Error implements error.

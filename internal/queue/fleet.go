@@ -162,15 +162,46 @@ type Applier interface {
 	Apply(open bool, until time.Time, trips int)
 }
 
+// watchSetupTimeout bounds how long Watch waits for the server to set up
+// the watch (it creates a consumer on the bucket's stream).
+const watchSetupTimeout = 30 * time.Second
+
 // Watch applies every change of the shared entry to b until ctx is done,
 // starting with the current value, so that an instance joining during an
-// open breaker stays out too.
+// open breaker stays out too. Setting the watch up fails after
+// watchSetupTimeout if the server does not answer.
 func (f *FleetBreaker) Watch(ctx context.Context, b Applier) error {
-	w, err := f.kv.Watch(ctx, f.names.Consumer)
-	if err != nil {
-		return err
+	// The watch lives as long as the context it is created with, so that
+	// context cannot carry the setup's deadline: wait for the setup apart.
+	wctx, stop := context.WithCancel(ctx)
+	type watch struct {
+		w   jetstream.KeyWatcher
+		err error
+	}
+	ready := make(chan watch, 1)
+	go func() {
+		w, err := f.kv.Watch(wctx, f.names.Consumer)
+		ready <- watch{w, err}
+	}()
+	timer := time.NewTimer(watchSetupTimeout)
+	defer timer.Stop()
+	var w jetstream.KeyWatcher
+	select {
+	case r := <-ready:
+		if r.err != nil {
+			stop()
+			return fmt.Errorf("watch fleet breaker entry %s: %w", f.names.Consumer, r.err)
+		}
+		w = r.w
+	case <-timer.C:
+		stop() // ends the setup request; a watch it still returns is stopped with wctx
+		return fmt.Errorf("watch fleet breaker entry %s: no answer from JetStream within %v", f.names.Consumer, watchSetupTimeout)
+	case <-ctx.Done():
+		stop()
+		return fmt.Errorf("watch fleet breaker entry %s: %w", f.names.Consumer, ctx.Err())
 	}
 	go func() {
+		defer stop()
 		defer func() { _ = w.Stop() }()
 		for {
 			select {

@@ -53,6 +53,16 @@ type Status struct {
 	Breaker      string    `json:"fleet_breaker,omitempty"`
 	BreakerUntil time.Time `json:"fleet_breaker_until,omitzero"`
 	BreakerBy    string    `json:"fleet_breaker_by,omitempty"`
+	// DLQRefusing sums the consumers' reports of failed tasks they hold
+	// because the dead-letter stream refuses their records (full, gone,
+	// not permitted): their outcome is kept and only the store is retried.
+	DLQRefusing HeldSummary `json:"dlq_refusing,omitzero"`
+	// DLQRefusingUnknown says why the reports could not be read, if so.
+	DLQRefusingUnknown string `json:"dlq_refusing_unknown,omitempty"`
+	// DLQFull is set when the dead-letter stream is at its max_msgs, or has
+	// less room left than 1 MiB or 1% of its max_bytes: it refuses records
+	// that do not fit (Discard: New).
+	DLQFull bool `json:"dlq_full,omitempty"`
 }
 
 // GetStatus reads the shared consumer's state.
@@ -82,9 +92,20 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, e
 			}
 		}
 	}
+	if kv, err := js.KeyValue(ctx, LedgerBucket); err != nil {
+		st.DLQRefusingUnknown = "delivery ledger " + LedgerBucket + ": " + err.Error()
+	} else if held, err := readHeld(ctx, kv, n); err != nil {
+		st.DLQRefusingUnknown = "delivery ledger " + LedgerBucket + ": " + err.Error()
+	} else {
+		st.DLQRefusing = held
+	}
 	if s, err := js.Stream(ctx, n.DLQStream); err == nil {
 		if si, err := s.Info(ctx); err == nil {
 			st.DeadLetters = si.State.Msgs
+			c := si.Config
+			// Full: less room left than a 1 MiB record, or than 1% of the stream.
+			st.DLQFull = c.MaxBytes > 0 && si.State.Bytes+uint64(min(c.MaxBytes/100, DefaultMaxMsgSize)) >= uint64(c.MaxBytes) ||
+				c.MaxMsgs > 0 && si.State.Msgs >= uint64(c.MaxMsgs)
 		}
 	}
 	return st, nil

@@ -49,6 +49,21 @@ type PullOptions struct {
 	OnPull func(wait time.Duration, got int)
 	// Gate, if set, is asked before every pull.
 	Gate Gate
+	// MaxInflightBytes, if positive, bounds the bytes of task messages the
+	// process holds (from delivery until its handler returns) plus those
+	// its open pull requests may still bring (their max_bytes). It must be
+	// at least MaxMsgBytes.
+	MaxInflightBytes int64
+	// MaxMsgBytes is the largest task message as the server counts it
+	// against max_bytes (subject, reply subject, headers and body). Needed
+	// with MaxInflightBytes.
+	MaxMsgBytes int64
+	// OnInflightBytes, if set, is told the bytes in use after each change.
+	OnInflightBytes func(int64)
+	// HandBack, if set, returns to JetStream a message the Handler will not
+	// see: it came after its pull request ended, or after shutdown began.
+	// Default: msg.Nak().
+	HandBack func(msg jetstream.Msg)
 	// Logger receives pull errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -80,7 +95,24 @@ func NewPuller(nc *nats.Conn, cons jetstream.Consumer, h Handler, o PullOptions)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.HandBack == nil {
+		log := o.Logger
+		o.HandBack = func(msg jetstream.Msg) {
+			if err := msg.Nak(); err != nil {
+				log.Warn("could not hand back a message; it returns after AckWait", "err", err)
+			}
+		}
+	}
+	if o.MaxInflightBytes > 0 {
+		o.MaxInflightBytes = max(o.MaxInflightBytes, o.MaxMsgBytes)
+	}
 	return &Puller{nc: nc, cons: cons, opts: o, h: h}
+}
+
+// heldMsg is a message on its way to a worker with the budget bytes it keeps.
+type heldMsg struct {
+	msg   jetstream.Msg
+	bytes int64
 }
 
 // Run pulls and dispatches until ctx is done. Then it stops pulling, hands
@@ -101,26 +133,61 @@ func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
 	}
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	var budget *byteBudget
+	if p.opts.MaxInflightBytes > 0 {
+		budget = newByteBudget(p.opts.MaxInflightBytes, p.opts.OnInflightBytes)
+	}
 	// A fixed pool of long-lived workers: a goroutine per message would pay
 	// for a fresh stack (and its growth) every time.
-	work := make(chan jetstream.Msg)
+	work := make(chan heldMsg)
 	var workers sync.WaitGroup
 	for range p.opts.Workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for msg := range work {
-				p.h(workCtx, Delivery{Msg: msg, Stopping: ctx})
+			for h := range work {
+				p.h(workCtx, Delivery{Msg: h.msg, Stopping: ctx})
+				if budget != nil {
+					budget.release(h.bytes)
+				}
 				release(1)
 			}
 		}()
 	}
+	// Messages that come after their request ended are handed back off the
+	// connection's callback, and waited for before Run returns.
+	var strays sync.WaitGroup
+	var straysMu sync.Mutex
+	straysDone := false
+	defer func() {
+		straysMu.Lock()
+		straysDone = true
+		straysMu.Unlock()
+		strays.Wait()
+	}()
 	info := p.cons.CachedInfo()
-	inbox := newPullInbox(p.nc, info.Stream, info.Name, func(err error) {
-		if err != nil {
-			log.Warn("could not hand back a message that came after its pull request ended; it returns after AckWait", "err", err)
+	// An operator may cap what one pull request may ask for.
+	least, most := p.opts.MaxMsgBytes, int64(p.opts.Workers)*p.opts.MaxMsgBytes
+	if limit := int64(info.Config.MaxRequestMaxBytes); limit > 0 {
+		least, most = min(least, limit), min(most, limit)
+	}
+	inbox := newPullInbox(p.nc, info.Stream, info.Name, func(msg jetstream.Msg) {
+		straysMu.Lock()
+		defer straysMu.Unlock()
+		if straysDone {
+			_ = msg.Nak()
+			return
 		}
+		strays.Add(1)
+		go func() {
+			defer strays.Done()
+			p.opts.HandBack(msg)
+		}()
 	})
+	// unbounded is set when a request got nothing because its first message
+	// was larger than the request's max_bytes: the next request asks for one
+	// message without a byte limit, so that no message can block the queue.
+	var unbounded atomic.Bool
 	var wg sync.WaitGroup
 	var failures atomic.Int64
 	// backoff waits after a failed pull, longer the more failures in a row.
@@ -179,9 +246,26 @@ pulling:
 				break more
 			}
 		}
+		var res *reservation
+		var maxBytes int64
+		if budget != nil {
+			if unbounded.Swap(false) {
+				release(n - 1)
+				n = 1
+				res = &reservation{b: budget, unbounded: true}
+			} else {
+				reserved, err := budget.reserve(ctx, least, min(int64(n)*p.opts.MaxMsgBytes, most))
+				if err != nil {
+					release(n)
+					break pulling
+				}
+				res, maxBytes = &reservation{b: budget, left: reserved}, reserved
+			}
+		}
 		pulled := time.Now()
-		batch, err := inbox.fetch(n, p.opts.PullWait)
+		batch, err := inbox.fetch(n, maxBytes, p.opts.PullWait)
 		if err != nil {
+			res.end()
 			release(n)
 			if !backoff(err) {
 				break pulling
@@ -201,20 +285,29 @@ pulling:
 				}
 				if ctx.Err() != nil {
 					// Arrived after shutdown began: hand it straight back.
-					if err := msg.Nak(); err != nil {
-						log.Warn("could not hand back a message during shutdown; it returns after AckWait", "err", err)
-					}
+					p.opts.HandBack(msg)
 					release(1)
 					continue
 				}
-				work <- msg // a worker is free: this message holds its slot
-			}
-			if err := batch.Error(); err != nil && !isPullTimeout(err) {
-				if got == 0 {
-					backoff(err) // keep the slots while backing off, so the loop cannot spin
+				h := heldMsg{msg: msg}
+				if pm, ok := msg.(*pulledMsg); ok {
+					h.bytes = res.take(wireSize(pm.m))
 				}
-			} else {
+				work <- h // a worker is free: this message holds its slot
+			}
+			res.end()
+			switch err := batch.Error(); {
+			case err == nil || isPullTimeout(err):
 				failures.Store(0)
+			case exceedsMaxBytes(err):
+				// Normal end of a request whose bytes are used up; with none
+				// delivered, the next message is larger than MaxMsgBytes.
+				if got == 0 {
+					log.Warn("the next task is larger than consumer.max_inflight_bytes allows for one message; pulling it alone without a byte limit")
+					unbounded.Store(true)
+				}
+			case got == 0:
+				backoff(err) // keep the slots while backing off, so the loop cannot spin
 			}
 			release(n - got)
 		}()

@@ -136,7 +136,7 @@ func ConsumerConfig(n Names, o ConsumerOptions) jetstream.ConsumerConfig {
 }
 
 // EnsureStreams makes sure the task and dead-letter streams exist with the
-// settings nodeq relies on. It is idempotent and safe to call from many
+// settings nodeq relies on, and the delivery ledger bucket (LedgerBucket). It is idempotent and safe to call from many
 // processes at once.
 //
 // A missing stream is created with TaskStreamConfig or DLQStreamConfig. An
@@ -162,7 +162,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 			return err
 		}
 	}
-	return nil
+	return retryCreate(ctx, func() error { return ensureLedger(ctx, js, o.Replicas) })
 }
 
 type streamSpec struct {

@@ -165,6 +165,10 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 		return nil, bad("", "map of %d keys; an envelope has at most a few dozen", n)
 	}
 	e := &Envelope{}
+	paramValues := 0 // over every params key: a msgpack map may repeat a key
+	// A refused params is reported after the other fields are read, so
+	// that the failure can still be sent to the task's reply subject.
+	var paramsErr error
 	str := func(field string, dst *string) error {
 		s, err := dec.DecodeString()
 		if err != nil {
@@ -221,6 +225,19 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 				return e, bad(key, "%v", err)
 			}
 		case keyParams:
+			// Count before decoding: see MaxParamValues. The whole
+			// envelope has been walked, so this walk cannot fail.
+			if _, werr := walkMsgpack(data[len(data)-r.Len():], &paramValues); werr != nil {
+				return e, bad(key, "%v", werr)
+			}
+			if paramValues > MaxParamValues {
+				paramsErr = bad(key, "%s", paramsTooMany(paramValues))
+				e.Params = nil
+				if err := dec.Skip(); err != nil {
+					return e, paramsErr
+				}
+				continue
+			}
 			v, derr := dec.DecodeInterface()
 			if derr != nil {
 				return e, bad(key, "%v", derr)
@@ -258,7 +275,7 @@ func DecodeMsgpack(data []byte) (_ *Envelope, err error) {
 	if e.Version == 0 {
 		e.Version = Version
 	}
-	return e, nil
+	return e, paramsErr
 }
 
 // decodeMsgpackTime accepts integer Unix milliseconds, an RFC 3339 string or
@@ -370,6 +387,7 @@ func DecodeJSON(data []byte) (*Envelope, error) {
 		return nil, bad("", err.Error())
 	}
 	seen := make(map[string]bool, 10)
+	var paramsErr error
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -393,7 +411,13 @@ func DecodeJSON(data []byte) (*Envelope, error) {
 		}
 		seen[key] = true
 		if err := e.setJSONField(key, raw); err != nil {
-			return e, bad(key, err.Error())
+			var many *tooManyParams
+			if !errors.As(err, &many) {
+				return e, bad(key, err.Error())
+			}
+			// Reported after the other fields are read, so that the
+			// failure can still be sent to the task's reply subject.
+			paramsErr = bad(key, err.Error())
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -402,7 +426,7 @@ func DecodeJSON(data []byte) (*Envelope, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return e, bad("", "trailing data after the envelope object")
 	}
-	return e, nil
+	return e, paramsErr
 }
 
 // jsonKeys are the envelope's JSON keys.
@@ -449,6 +473,9 @@ func (e *Envelope) setJSONField(key string, raw json.RawMessage) error {
 		if null {
 			return nil
 		}
+		if n := countJSONValues(raw); n > MaxParamValues { // before decoding: see MaxParamValues
+			return &tooManyParams{n}
+		}
 		var m map[string]any
 		d := json.NewDecoder(bytes.NewReader(raw))
 		d.UseNumber()
@@ -468,6 +495,37 @@ func (e *Envelope) setJSONField(key string, raw json.RawMessage) error {
 		}
 	}
 	return nil
+}
+
+// tooManyParams refuses params over MaxParamValues.
+type tooManyParams struct{ n int }
+
+func (t *tooManyParams) Error() string { return paramsTooMany(t.n) }
+
+// countJSONValues counts the values in valid JSON text as MaxParamValues
+// does: every literal, string, array and object, and every object key.
+func countJSONValues(b []byte) int {
+	n, inLiteral := 0, false
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			n, inLiteral = n+1, false
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++ // the escaped byte, which may be a quote
+				}
+			}
+		case '{', '[':
+			n, inLiteral = n+1, false
+		case '}', ']', ',', ':', ' ', '\t', '\n', '\r':
+			inLiteral = false
+		default: // a byte of a number, true, false or null
+			if !inLiteral {
+				n, inLiteral = n+1, true
+			}
+		}
+	}
+	return n
 }
 
 // jsonKind names the type of a raw JSON value for error messages.

@@ -176,6 +176,22 @@ func (e *FormatError) Error() string {
 // the accessors accept any numeric type and numeric strings.
 type Params map[string]any
 
+// MaxParamValues caps the values in a task's params: every scalar, string,
+// array and map, and every map key, at any depth (an array of n numbers
+// under one key is n+3 values with the params map). It is checked before
+// params are decoded. Decoded params cost up to about 130 bytes of memory
+// per value however few bytes the value took on the wire (an empty map is
+// one byte), so without a cap a 1 MiB task of tiny values became over
+// 100 MiB of heap; with it, params cost at most about 1.3 MB beyond the
+// bytes of their strings. Bulk data belongs in the payload, which is kept
+// as bytes and never decoded.
+const MaxParamValues = 10000
+
+// paramsTooMany is the error for params holding n > MaxParamValues values.
+func paramsTooMany(n int) string {
+	return fmt.Sprintf("params hold %d values; the limit is %d: put bulk data in payload", n, MaxParamValues)
+}
+
 // String returns the parameter as a string, formatting scalars if needed.
 func (p Params) String(key string) (string, bool) {
 	v, ok := p[key]

@@ -21,9 +21,39 @@ const MaxMsgpackDepth = 10000
 // accepts it: the msgpack decoder sizes a slice from the length the value
 // declares, so a 6-byte array header claiming 4 billion elements would make
 // it allocate 64 GiB and crash the process. Once every declared element has
-// been seen to exist, what a decoder allocates is bounded by len(data).
+// been seen to exist, what a decoder allocates is proportional to
+// len(data), but by a factor of up to about 130 for values decoded into Go
+// maps and slices (an empty map is one byte): DecodeMsgpack decodes params
+// only after counting their values, see MaxParamValues.
 func CheckMsgpack(data []byte) (int, error) {
+	var values int
+	return walkMsgpack(data, &values)
+}
+
+// CountValues counts the values (scalars, strings, containers and map
+// keys) in a payload of the given encoding without decoding it, as
+// MaxParamValues counts params: a caller that decodes untrusted values
+// into Go maps and slices checks this first. Bytes payloads count 1; a
+// malformed value counts -1.
+func CountValues(payload []byte, enc PayloadEncoding) int {
+	switch enc {
+	case PayloadMsgpack:
+		var n int
+		if _, err := walkMsgpack(payload, &n); err != nil {
+			return -1
+		}
+		return n
+	case PayloadJSON:
+		return countJSONValues(payload)
+	}
+	return 1
+}
+
+// walkMsgpack is CheckMsgpack that also adds to *values the number of
+// values it walked: every scalar, array and map, and every map key.
+func walkMsgpack(data []byte, values *int) (int, error) {
 	var (
+		count   int // values walked
 		pos     int
 		pending = 1   // values still to read in the innermost open container
 		open    []int // pending counts of the enclosing containers
@@ -31,11 +61,13 @@ func CheckMsgpack(data []byte) (int, error) {
 	for {
 		for pending == 0 {
 			if len(open) == 0 {
+				*values += count
 				return pos, nil
 			}
 			pending, open = open[len(open)-1], open[:len(open)-1]
 		}
 		pending--
+		count++
 		if pos == len(data) {
 			return 0, fmt.Errorf("msgpack: data ends at byte %d where a value should start", pos)
 		}

@@ -19,6 +19,9 @@ func (t taskLog) With(args ...any) taskLog {
 	return taskLog{l: t.l, attrs: append(slices.Clip(t.attrs), args...)}
 }
 
+// Debug writes a debug line.
+func (t taskLog) Debug(msg string, args ...any) { t.log(slog.LevelDebug, msg, args) }
+
 // Info writes an info line.
 func (t taskLog) Info(msg string, args ...any) { t.log(slog.LevelInfo, msg, args) }
 

@@ -67,6 +67,22 @@ type Options struct {
 	Redelivery resilience.Redelivery
 	// Breaker, if set, is acquired before a task runs and told its outcome.
 	Breaker *resilience.Breaker
+	// Ledger, if set, records the deliveries of a task that ended in a
+	// hand-back or a redelivery, so that a task whose deliveries keep
+	// ending without an outcome is found (a poison task), and hand-backs
+	// are not charged toward Redelivery.MaxDeliveries.
+	Ledger Ledger
+	// MaxHeld caps the tasks this process holds, each on its worker,
+	// because the dead-letter stream refuses their records. Over the cap a
+	// task is handed back with a growing delay instead (its node runs
+	// again then), so that refused records cannot take every worker.
+	// Default 1; the consumer sets half its workers.
+	MaxHeld int
+	// PoisonAfter is how many deliveries of a task may end without an
+	// outcome (the process died, hung or lost its connection) before the
+	// next delivery dead-letters it, with reason poison, without running
+	// it. It needs a Ledger. Default DefaultPoisonAfter.
+	PoisonAfter int
 	// Metrics, if set, count task outcomes.
 	Metrics *metrics.Metrics
 	// ID identifies this process in results and records. Default host/pid.
@@ -74,9 +90,24 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// DefaultPoisonAfter is the default Options.PoisonAfter.
+const DefaultPoisonAfter = 3
+
+// Ledger is the delivery ledger the worker consults and updates;
+// *queue.DeliveryLedger is one.
+type Ledger interface {
+	Tally(ctx context.Context, seq uint64, deliveries int) (queue.Tally, bool, error)
+	Add(ctx context.Context, seq uint64, d queue.Tally) error
+	Forget(ctx context.Context, seq uint64) error
+	// ReportHeld tells the fleet (producer status) how many tasks this
+	// process holds because the dead-letter stream refuses their records.
+	ReportHeld(ctx context.Context, process string, r queue.HeldReport) error
+}
+
 // Worker handles delivered task messages. It is safe for concurrent use.
 type Worker struct {
-	o Options
+	o    Options
+	held heldRecords
 }
 
 // New returns a Worker.
@@ -108,6 +139,12 @@ func New(o Options) *Worker {
 	}
 	if o.MaskHeaders == nil {
 		o.MaskHeaders = dlq.DefaultMaskedHeaders
+	}
+	if o.PoisonAfter <= 0 {
+		o.PoisonAfter = DefaultPoisonAfter
+	}
+	if o.MaxHeld <= 0 {
+		o.MaxHeld = 1
 	}
 	return &Worker{o: o}
 }
@@ -141,51 +178,71 @@ type failure struct {
 	attempts int
 }
 
+// job is one delivery being settled.
+type job struct {
+	msg        jetstream.Msg
+	seq        uint64 // stream sequence, 0 when unknown
+	deliveries int    // JetStream's delivery count, this one included
+	tally      queue.Tally
+	tracked    bool // the ledger has an entry for the task
+	// stopping ends when shutdown begins: it bounds waits that are not the
+	// node's work.
+	stopping context.Context
+}
+
 // Handle settles one delivery. It is a queue.Handler.
 func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	msg := d.Msg
-	if d.Stopping == nil {
-		d.Stopping = context.Background() // called outside a Puller: never stopping
+	j := &job{msg: msg, deliveries: 1, stopping: d.Stopping}
+	if j.stopping == nil {
+		j.stopping = context.Background() // called outside a Puller: never stopping
 	}
 	received := time.Now()
 	meta, _ := msg.Metadata()
-	var seq uint64
-	deliveries := 1
 	if meta != nil {
-		seq, deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
+		j.seq, j.deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
-	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", seq, "delivery", deliveries}}
+	deliveries := j.deliveries
+	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", j.seq, "delivery", deliveries}}
 	w.o.Metrics.InFlight(1)
 	defer w.o.Metrics.InFlight(-1)
 	// From here on, JetStream must not redeliver the task elsewhere while
 	// it waits for the breaker, runs, or backs off.
 	defer w.keepAlive(msg, log)()
 
+	// Before anything else reads the task: it may be what took down the
+	// processes that had it before.
+	if poison := w.lookUp(j, log); poison != nil {
+		poison.first = received
+		w.o.Metrics.Task(w.label(w.o.Names.NodeTypeOf(msg.Subject())), metrics.Poison)
+		w.deadLetter(j, nil, poison, log)
+		return
+	}
+
 	env, bad := w.decode(msg)
 	if bad != nil {
 		bad.first = received
-		w.deadLetter(msg, env, bad, log)
+		w.deadLetter(j, env, bad, log)
 		return
 	}
 	log = log.With("task_id", env.ID, "node_id", env.NodeID, "node_type", env.NodeType)
 	node, ok := w.o.Registry.Lookup(env.NodeType)
 	if !ok {
-		w.deadLetter(msg, env, &failure{reason: dlq.ReasonUnknownNodeType, kind: resilience.Manifest, first: received,
+		w.deadLetter(j, env, &failure{reason: dlq.ReasonUnknownNodeType, kind: resilience.Manifest, first: received,
 			err: fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", "))}, log)
 		return
 	}
 	if !env.Deadline.IsZero() && !received.Before(env.Deadline) {
-		w.deadLetter(msg, env, &failure{reason: dlq.ReasonDeadline, kind: resilience.Other, first: received,
+		w.deadLetter(j, env, &failure{reason: dlq.ReasonDeadline, kind: resilience.Other, first: received,
 			err: fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano))}, log)
 		return
 	}
 
-	// d.Stopping ends when shutdown begins: it bounds waits that are not the node's work.
 	report := func(resilience.Outcome) {}
 	if w.o.Breaker != nil {
 		var err error
-		if report, err = w.o.Breaker.Acquire(d.Stopping); err != nil {
-			w.handBack(msg, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
+		if report, err = w.o.Breaker.Acquire(j.stopping); err != nil {
+			w.handBack(j, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
 			return
 		}
 	}
@@ -216,11 +273,11 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 			if rerr != nil {
 				// The node ran, but its waiter cannot be told: say so to the
 				// waiter and keep the task, rather than ack a result nobody gets.
-				w.deadLetter(msg, env, &failure{reason: dlq.ReasonPermanent, kind: resilience.Serialization, err: rerr, first: start, attempts: attempt}, alog)
+				w.deadLetter(j, env, &failure{reason: dlq.ReasonPermanent, kind: resilience.Serialization, err: rerr, first: start, attempts: attempt}, alog)
 				return
 			}
 			w.publishResult(res, alog)
-			w.ack(msg, alog)
+			w.ack(j, alog)
 			w.o.Metrics.Task(env.NodeType, metrics.Succeeded)
 			w.o.Metrics.Attempts(env.NodeType, attempt)
 			w.o.Metrics.Duration(env.NodeType, took)
@@ -235,15 +292,15 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		case ctx.Err() != nil:
 			// Shutdown ran out of time: not the task's fault.
 			report(resilience.Ignored)
-			w.handBack(msg, env.NodeType, 0, "task interrupted by shutdown", alog.With("err", err))
+			w.handBack(j, env.NodeType, 0, "task interrupted by shutdown", alog.With("err", err))
 			return
 		case !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded):
 			report(resilience.Ignored)
-			w.deadLetter(msg, env, &failure{reason: dlq.ReasonDeadline, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
+			w.deadLetter(j, env, &failure{reason: dlq.ReasonDeadline, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
 			return
 		case !resilience.Retryable(err):
 			report(resilience.Ignored) // the task's fault, not the downstream's
-			w.deadLetter(msg, env, &failure{reason: dlq.ReasonPermanent, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
+			w.deadLetter(j, env, &failure{reason: dlq.ReasonPermanent, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
 			return
 		}
 		delay, again := policy.NextRetry(attempt)
@@ -255,10 +312,10 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
-		case <-d.Stopping.Done():
+		case <-j.stopping.Done():
 			timer.Stop()
 			report(resilience.Ignored)
-			w.handBack(msg, env.NodeType, delay, "shutdown during retry backoff", alog)
+			w.handBack(j, env.NodeType, delay, "shutdown during retry backoff", alog)
 			return
 		}
 	}
@@ -267,9 +324,11 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	report(resilience.Failure)
 	log = log.With("attempt", attempt)
 	kind := resilience.KindOf(err)
-	if delay, again := w.o.Redelivery.Next(deliveries); again {
+	// Deliveries handed back (breaker, shutdown) are not the task's fault.
+	if delay, again := w.o.Redelivery.Next(j.tally.Charged(deliveries)); again {
 		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", kind.String(), "err", err,
 			"redeliver_in", delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
+		w.note(j, queue.Tally{Redelivered: 1}, log)
 		if nerr := msg.NakWithDelay(delay); nerr != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
@@ -277,14 +336,30 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		w.o.Metrics.Attempts(env.NodeType, attempt)
 		return
 	}
-	w.deadLetter(msg, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
+	w.deadLetter(j, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
 }
 
-// handBack returns the message to JetStream for redelivery after delay.
-// nodeType is one this consumer runs.
-func (w *Worker) handBack(msg jetstream.Msg, nodeType string, delay time.Duration, why string, log taskLog) {
+// HandBack returns to JetStream a message that will not be handled (it
+// came after its pull request ended, or after shutdown began), noting in
+// the ledger that the delivery is not the task's fault. It is a
+// queue.PullOptions.HandBack.
+func (w *Worker) HandBack(msg jetstream.Msg) {
+	j := &job{msg: msg, deliveries: 1}
+	if meta, err := msg.Metadata(); err == nil {
+		j.seq, j.deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
+	}
+	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", j.seq, "delivery", j.deliveries}}
+	w.handBack(j, w.label(w.o.Names.NodeTypeOf(msg.Subject())), 0, "task arrived after its pull request ended or shutdown began", log)
+}
+
+// handBack returns the message to JetStream for redelivery after delay,
+// noting in the ledger that this delivery is not the task's fault.
+// nodeType is a metric label.
+func (w *Worker) handBack(j *job, nodeType string, delay time.Duration, why string, log taskLog) {
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, metrics.HandedBack)
+	w.note(j, queue.Tally{HandedBack: 1}, log)
+	msg := j.msg
 	var err error
 	if delay > 0 {
 		err = msg.NakWithDelay(delay)
@@ -352,24 +427,33 @@ func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
 	}
 }
 
-func (w *Worker) ack(msg jetstream.Msg, log taskLog) {
+func (w *Worker) ack(j *job, log taskLog) {
 	if w.o.AckAsync {
-		if err := msg.Ack(); err != nil {
+		// Unconfirmed: the ledger entry stays (it expires by itself), so
+		// that a lost ack does not make the task's next delivery look like
+		// one after deliveries without an outcome.
+		if err := j.msg.Ack(); err != nil {
 			log.Warn("ack not sent; the task may be delivered again", "err", err)
 		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := msg.DoubleAck(ctx); err != nil {
+	if err := j.msg.DoubleAck(ctx); err != nil {
 		log.Warn("ack not confirmed; the task may be delivered again", "err", err)
+		return
 	}
+	w.forget(j, log)
 }
 
 // deadLetter stores a record for the task and only then terminates the
-// original. If the record cannot be stored the original is handed back with
-// a delay and stays in the task stream.
-func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, log taskLog) {
+// original. If the dead-letter stream refuses the record (full, gone, not
+// permitted), the outcome is kept: the task is held, kept alive, and only
+// the store is retried, with growing waits, until it succeeds or shutdown
+// begins; then the task is handed back and its node runs again on its next
+// delivery.
+func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog) {
+	msg := j.msg
 	now := time.Now().UTC()
 	meta, _ := msg.Metadata()
 	rec := &dlq.Record{
@@ -391,15 +475,8 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 	if rec.TaskID == "" {
 		rec.TaskID = soundID(msg.Headers().Get(nats.MsgIdHdr)) // producers often use the task id
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	log = log.With("reason", f.reason, "error_kind", rec.ErrorKind, "err", rec.Error)
-	if _, err := w.o.DLQ.Write(ctx, rec); err != nil {
-		log.Error("dead-letter record not stored; the task stays in the task stream and is retried", "dlq_err", err, "retry_in", w.o.RetryDelay)
-		w.o.Metrics.Task(w.label(rec.NodeType), metrics.DLQPublishFailed)
-		if nerr := msg.NakWithDelay(w.o.RetryDelay); nerr != nil {
-			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
-		}
+	if !w.store(j, rec, log) {
 		return
 	}
 	if env != nil {
@@ -410,12 +487,227 @@ func (w *Worker) deadLetter(msg jetstream.Msg, env *task.Envelope, f *failure, l
 		}
 		w.publishResult(res, log)
 	}
+	// Terminations are not confirmed: a tracked task's ledger entry stays
+	// and expires by itself.
 	if err := msg.TermWithReason(f.reason); err != nil {
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
 	w.o.Metrics.Task(w.label(rec.NodeType), metrics.DeadLettered)
 	w.o.Metrics.Attempts(w.label(rec.NodeType), f.attempts)
 	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
+}
+
+// maxStoreWait caps the wait between two tries to store a refused record,
+// and maxHandBackDelay the delay of a task handed back because too many
+// are held.
+const (
+	maxStoreWait     = 30 * time.Second
+	maxHandBackDelay = 5 * time.Minute
+)
+
+// store writes the record, holding the task while the dead-letter stream
+// refuses it. It reports whether the record is stored; when it is not,
+// the task has been handed back.
+func (w *Worker) store(j *job, rec *dlq.Record, log taskLog) bool {
+	wait := w.o.RetryDelay
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := w.o.DLQ.Write(ctx, rec)
+		cancel()
+		if err == nil {
+			if try > 1 {
+				w.held.release(w, true, log)
+				w.reportHeld()
+			}
+			return true
+		}
+		if try == 1 {
+			w.o.Metrics.Task(w.label(rec.NodeType), metrics.DLQPublishFailed)
+			if !w.held.hold(w, err, log) {
+				// Enough workers hold refused records already.
+				delay := min(w.o.RetryDelay<<min(j.tally.HandedBack, 6), maxHandBackDelay)
+				w.handBack(j, w.label(rec.NodeType), delay, "dead-letter record not stored and consumer.workers/2 tasks are held already; the node runs again on a later delivery", log)
+				return false
+			}
+		} else {
+			w.held.failed(w, err)
+		}
+		w.reportHeld()
+		log.Debug("dead-letter record not stored; the outcome is kept and the store retried", "dlq_err", err, "try", try, "retry_in", wait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-j.stopping.Done():
+			timer.Stop()
+			w.held.release(w, false, log)
+			w.reportHeld()
+			w.handBack(j, w.label(rec.NodeType), w.o.RetryDelay, "shutdown while the dead-letter record could not be stored; the node runs again on the next delivery", log)
+			return false
+		}
+		wait = min(wait*2, max(maxStoreWait, w.o.RetryDelay))
+	}
+}
+
+// heldRecords counts the tasks of this process that hold an outcome the
+// dead-letter stream refused, so that the log says so once, then at most
+// every heldLogEvery, not once per task and try.
+type heldRecords struct {
+	mu         sync.Mutex
+	n          int
+	since      time.Time // when n last became 1
+	stored     int       // records stored after being refused, since n was last 0
+	lastLog    time.Time
+	lastErr    error
+	reportMu   sync.Mutex // serialises reports, so that none overtakes a newer one
+	lastReport time.Time
+	reported   int // tasks in the last report
+}
+
+// heldLogEvery is how often the log repeats that records are held.
+const heldLogEvery = 30 * time.Second
+
+// hold counts one more held task, unless MaxHeld are held already.
+func (h *heldRecords) hold(w *Worker, err error, log taskLog) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastErr = err
+	if h.n >= w.o.MaxHeld {
+		if time.Since(h.lastLog) >= heldLogEvery {
+			h.lastLog = time.Now()
+			log.Error("dead-letter record not stored, and consumer.workers/2 tasks are held already: handing tasks back with a growing delay",
+				"dlq_err", err, "held_tasks", h.n)
+		}
+		return false
+	}
+	w.o.Metrics.HeldRecords(1)
+	h.n++
+	h.lastErr = err
+	if h.n == 1 {
+		h.since = time.Now().UTC()
+	}
+	if h.n == 1 || time.Since(h.lastLog) >= heldLogEvery {
+		h.lastLog = time.Now()
+		log.Error("dead-letter record not stored; the task is held with its outcome and only the store is retried (repeated at most every 30s)",
+			"dlq_err", err, "held_tasks", h.n)
+	}
+	return true
+}
+
+func (h *heldRecords) failed(w *Worker, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastErr = err
+	if time.Since(h.lastLog) >= heldLogEvery {
+		h.lastLog = time.Now()
+		w.o.Logger.Error("dead-letter records still not stored; their tasks are held", "dlq_err", err, "held_tasks", h.n)
+	}
+}
+
+// release counts one held task less: its record was stored, or it was
+// handed back at shutdown.
+func (h *heldRecords) release(w *Worker, stored bool, log taskLog) {
+	w.o.Metrics.HeldRecords(-1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n--
+	if stored {
+		h.stored++
+	}
+	if h.n == 0 && h.stored > 0 {
+		w.o.Logger.Info("dead-letter stream accepts records again; no task is held", "stored", h.stored)
+		h.stored = 0
+	}
+}
+
+// reportHeld writes this process's held report to the ledger when the
+// count went from or to zero, changed (at most once a second), or the last
+// report is due for a refresh.
+func (w *Worker) reportHeld() {
+	if w.o.Ledger == nil {
+		return
+	}
+	h := &w.held
+	h.reportMu.Lock()
+	defer h.reportMu.Unlock()
+	h.mu.Lock()
+	r := queue.HeldReport{Tasks: h.n, Since: h.since}
+	if h.lastErr != nil {
+		r.Error = h.lastErr.Error()
+	}
+	since := time.Since(h.lastReport)
+	due := (r.Tasks == 0) != (h.reported == 0) || r.Tasks != h.reported && since >= time.Second || since >= queue.HeldReportEvery/2
+	if due {
+		h.lastReport, h.reported = time.Now(), r.Tasks
+	}
+	h.mu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := w.o.Ledger.ReportHeld(ctx, w.o.ID, r); err != nil {
+		w.o.Logger.Debug("held report not written", "err", err)
+	}
+}
+
+// Held reports how many tasks this process holds because the dead-letter
+// stream refused their records, and the last refusal.
+func (w *Worker) Held() (int, error) {
+	w.held.mu.Lock()
+	defer w.held.mu.Unlock()
+	return w.held.n, w.held.lastErr
+}
+
+// lookUp reads the ledger for a task delivered before. It returns a
+// failure when too many earlier deliveries ended without an outcome.
+func (w *Worker) lookUp(j *job, log taskLog) *failure {
+	if w.o.Ledger == nil || j.deliveries <= 1 || j.seq == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	t, tracked, err := w.o.Ledger.Tally(ctx, j.seq, j.deliveries)
+	if err != nil {
+		// Without the ledger a poison task cannot be told from a handed-back
+		// one: run it rather than dead-letter a sound task.
+		log.Warn("delivery ledger not readable; running the task without the poison check", "err", err)
+		return nil
+	}
+	j.tally, j.tracked = t, tracked
+	if n := t.Unsettled(j.deliveries); n >= w.o.PoisonAfter {
+		return &failure{reason: dlq.ReasonPoison, kind: resilience.Other, err: fmt.Errorf(
+			"%d of the task's %d deliveries so far ended without an outcome (the process running it died, hung or lost its connection); "+
+				"dead-lettered before it runs again (consumer.poison_after is %d)", n, j.deliveries-1, w.o.PoisonAfter)}
+	}
+	return nil
+}
+
+// note adds d to the task's ledger entry before the task is handed back
+// or redelivered. If it cannot, the delivery later counts as one without
+// an outcome.
+func (w *Worker) note(j *job, d queue.Tally, log taskLog) {
+	if w.o.Ledger == nil || j.seq == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := w.o.Ledger.Add(ctx, j.seq, d); err != nil {
+		log.Warn("delivery ledger not updated; this delivery may count toward consumer.poison_after", "err", err)
+		return
+	}
+	j.tracked = true
+}
+
+// forget removes the task's ledger entry after its final outcome.
+func (w *Worker) forget(j *job, log taskLog) {
+	if w.o.Ledger == nil || !j.tracked {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := w.o.Ledger.Forget(ctx, j.seq); err != nil {
+		log.Debug("delivery ledger entry not removed; it expires by itself", "err", err)
+	}
 }
 
 // soundID returns s if it may be used as an identifier, else "".

@@ -1,0 +1,178 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/task"
+)
+
+// fakeMsg is a delivered task message that records how it was settled.
+type fakeMsg struct {
+	subject    string
+	data       []byte
+	header     nats.Header
+	seq        uint64
+	deliveries uint64
+
+	mu      sync.Mutex
+	settled []string // "ack", "nak", "nak 5s", "term reason"
+}
+
+func newFakeMsg(t *testing.T, env *task.Envelope, deliveries uint64) *fakeMsg {
+	t.Helper()
+	data, err := task.EncodeMsgpack(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeMsg{subject: "tasks." + env.NodeType, data: data, header: nats.Header{}, seq: 42, deliveries: deliveries}
+}
+
+func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Stream: "NODEQ_TASKS", Sequence: jetstream.SequencePair{Stream: m.seq}, NumDelivered: m.deliveries}, nil
+}
+func (m *fakeMsg) Data() []byte                       { return m.data }
+func (m *fakeMsg) Headers() nats.Header               { return m.header }
+func (m *fakeMsg) Subject() string                    { return m.subject }
+func (m *fakeMsg) Reply() string                      { return "$JS.ACK.x" }
+func (m *fakeMsg) Ack() error                         { return m.settle("ack") }
+func (m *fakeMsg) DoubleAck(context.Context) error    { return m.settle("ack") }
+func (m *fakeMsg) Nak() error                         { return m.settle("nak") }
+func (m *fakeMsg) NakWithDelay(d time.Duration) error { return m.settle("nak " + d.String()) }
+func (m *fakeMsg) InProgress() error                  { return nil }
+func (m *fakeMsg) Term() error                        { return m.settle("term") }
+func (m *fakeMsg) TermWithReason(r string) error      { return m.settle("term " + r) }
+
+func (m *fakeMsg) settle(how string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settled = append(m.settled, how)
+	return nil
+}
+
+func (m *fakeMsg) settlement() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.settled...)
+}
+
+// fakeLedger is an in-memory delivery ledger.
+type fakeLedger struct {
+	mu      sync.Mutex
+	tallies map[uint64]queue.Tally
+	reads   int
+	forgot  []uint64
+	readErr error
+}
+
+func (l *fakeLedger) Tally(_ context.Context, seq uint64, _ int) (queue.Tally, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reads++
+	if l.readErr != nil {
+		return queue.Tally{}, false, l.readErr
+	}
+	t, ok := l.tallies[seq]
+	return t, ok, nil
+}
+
+func (l *fakeLedger) Add(_ context.Context, seq uint64, d queue.Tally) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.tallies[seq]
+	t.HandedBack += d.HandedBack
+	t.Redelivered += d.Redelivered
+	l.tallies[seq] = t
+	return nil
+}
+
+func (l *fakeLedger) Forget(_ context.Context, seq uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.tallies, seq)
+	l.forgot = append(l.forgot, seq)
+	return nil
+}
+
+func (l *fakeLedger) ReportHeld(context.Context, string, queue.HeldReport) error { return nil }
+
+// nodes returns a registry with node type "n" running run.
+func nodes(run func() error) *exec.Registry {
+	r := exec.NewRegistry()
+	_ = r.Register(exec.Node{Type: "n", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) { return nil, run() })})
+	return r
+}
+
+// Each case is one delivery and how the ledger and the message end up.
+func TestLedgerOutcomes(t *testing.T) {
+	transient := func() error { return resilience.Errorf(resilience.Transport, "downstream unavailable") }
+	ok := func() error { return nil }
+	cases := []struct {
+		name       string
+		run        func() error
+		deliveries uint64
+		before     *queue.Tally // the ledger's entry before the delivery, if any
+		readErr    error
+		stopping   bool // shutdown has begun
+		retry      resilience.Policy
+		settled    string
+		after      *queue.Tally // nil: no entry
+		reads      int
+	}{
+		{name: "first delivery reads nothing", run: ok, deliveries: 1, settled: "ack", reads: 0},
+		{name: "redelivery without an entry", run: ok, deliveries: 2, settled: "ack", reads: 1},
+		{name: "success forgets the entry", run: ok, deliveries: 3, before: &queue.Tally{HandedBack: 2}, settled: "ack", reads: 1},
+		{name: "hand-backs are not charged", run: transient, deliveries: 6, before: &queue.Tally{HandedBack: 5},
+			settled: "nak 5s", after: &queue.Tally{HandedBack: 5, Redelivered: 1}, reads: 1},
+		{name: "redeliveries are charged", run: transient, deliveries: 2, before: &queue.Tally{Redelivered: 1},
+			settled: "nak 30s", after: &queue.Tally{Redelivered: 2}, reads: 1},
+		{name: "shutdown during backoff is a hand-back", run: transient, deliveries: 1, stopping: true,
+			retry: resilience.Fixed(time.Hour, 3), settled: "nak 1h0m0s", after: &queue.Tally{HandedBack: 1}},
+		{name: "ledger unreadable: the task runs", run: ok, deliveries: 9, readErr: errors.New("no ledger"), settled: "ack", reads: 1},
+		{name: "crashed once, under the limit: runs", run: ok, deliveries: 3, before: &queue.Tally{HandedBack: 1}, settled: "ack", reads: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := &fakeLedger{tallies: map[uint64]queue.Tally{}, readErr: c.readErr}
+			if c.before != nil {
+				l.tallies[42] = *c.before
+			}
+			retry := c.retry
+			if retry == nil {
+				retry = resilience.None()
+			}
+			w := New(Options{Registry: nodes(c.run), Ledger: l, Retry: retry, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			msg := newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, c.deliveries)
+			stopping, stop := context.WithCancel(context.Background())
+			if c.stopping {
+				stop()
+			}
+			defer stop()
+			w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: stopping})
+			if got := msg.settlement(); len(got) != 1 || got[0] != c.settled {
+				t.Fatalf("settled %v; want [%s]", got, c.settled)
+			}
+			got, has := l.tallies[42]
+			switch {
+			case c.after == nil && has:
+				t.Fatalf("ledger entry %+v left; want none", got)
+			case c.after != nil && (!has || got != *c.after):
+				t.Fatalf("ledger entry %+v (present %v); want %+v", got, has, *c.after)
+			}
+			if l.reads != c.reads {
+				t.Fatalf("%d ledger reads; want %d", l.reads, c.reads)
+			}
+		})
+	}
+}
