@@ -105,35 +105,43 @@ func (s *supervisor) stop() {
 }
 
 // TestPoisonTaskIsDeadLettered: a node that kills the consumer process on
-// every run is redelivered to the restarted process after each crash;
-// once poison_after deliveries ended without an outcome, its next delivery
-// dead-letters it, unrun, with reason poison and its delivery count, and
-// every other task runs.
+// every run is redelivered to the restarted process after each crash, and
+// runs alone there; once poison_after solo runs ended without an outcome,
+// its next delivery dead-letters it, unrun, with reason poison and its
+// delivery count. Every other task runs, though those in flight next to it
+// went down with the process too.
 func TestPoisonTaskIsDeadLettered(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	res := e.collectResults()
 	sup := e.supervise(t, `
 consumer:
-  workers: 2
+  workers: 4
   ack_wait: 1s
   poison_after: 2
   reply_subjects: ["_INBOX.>", "results.>"]
 nodes:
-  echo: {}
+  sleep: {max_duration: 10s}
   crash:
     executor: process
     command: ["/bin/sh", "-c", "kill -KILL $PPID"]
     timeout: 10s
 `)
-	e.publish(&task.Envelope{ID: "crash-1", NodeType: "crash", ReplyTo: "results.crash-1"})
+	// Tasks of 300ms next to the crashing one: the first process has three
+	// of them running when it goes down.
 	var ids []string
-	for i := range 40 {
-		id := fmt.Sprintf("echo-%d", i)
+	for i := range 3 {
+		id := fmt.Sprintf("before-%d", i)
 		ids = append(ids, id)
-		e.publish(&task.Envelope{ID: id, NodeType: "echo", ReplyTo: "results." + id, Payload: []byte("x")})
+		e.publish(&task.Envelope{ID: id, NodeType: "sleep", ReplyTo: "results." + id, Params: task.Params{"duration": "300ms"}})
+	}
+	e.publish(&task.Envelope{ID: "crash-1", NodeType: "crash", ReplyTo: "results.crash-1"})
+	for i := range 40 {
+		id := fmt.Sprintf("after-%d", i)
+		ids = append(ids, id)
+		e.publish(&task.Envelope{ID: id, NodeType: "sleep", ReplyTo: "results." + id, Params: task.Params{"duration": "20ms"}})
 	}
 	var poison *dlq.Record
-	eventually(t, 60*time.Second, "the crashing task in the dead-letter stream and every echo task done", func() bool {
+	eventually(t, 90*time.Second, "the crashing task in the dead-letter stream and every other task done", func() bool {
 		if n, _, _ := res.count(); n < len(ids) {
 			return false
 		}
@@ -144,10 +152,13 @@ nodes:
 		}
 		return poison != nil
 	})
-	if poison.Reason != dlq.ReasonPoison || poison.Deliveries != 3 || poison.Attempts != 0 {
-		t.Errorf("record: reason %q, deliveries %d, attempts %d; want poison, 3, 0 (%s)", poison.Reason, poison.Deliveries, poison.Attempts, poison.Error)
+	// Delivery 1 ran among others and took the process down; deliveries 2
+	// and 3 ran alone and did again; delivery 4 dead-letters it.
+	if poison.Reason != dlq.ReasonPoison || poison.Deliveries != 4 || poison.Attempts != 0 {
+		t.Errorf("record: reason %q, deliveries %d, attempts %d; want poison, 4, 0 (%s)", poison.Reason, poison.Deliveries, poison.Attempts, poison.Error)
 	}
-	if !strings.Contains(poison.Error, "2 of the task's 2 deliveries") || !strings.Contains(poison.Error, "poison_after is 2") {
+	if !strings.Contains(poison.Error, "ran alone in a consumer process 2 times") || !strings.Contains(poison.Error, "3 of its 3 deliveries") ||
+		!strings.Contains(poison.Error, "poison_after is 2") {
 		t.Errorf("record error %q does not give the counts", poison.Error)
 	}
 	out, err := osexec.Command(producerBinary(t), "dlq", "list", "--reason", "poison", "--nats-url", e.srv.ClientURL()).CombinedOutput()
@@ -155,8 +166,8 @@ nodes:
 		t.Errorf("producer dlq list --reason poison (%v):\n%s", err, out)
 	}
 	t.Logf("producer dlq list --reason poison:\n%s", out)
-	if n := sup.starts.Load(); n != 3 {
-		t.Errorf("the consumer was started %d times; want 3 (two crashes, then the task was dead-lettered unrun)", n)
+	if n := sup.starts.Load(); n != 4 {
+		t.Errorf("the consumer was started %d times; want 4 (three crashes, then the task was dead-lettered unrun)", n)
 	}
 	lost, dups := res.account(t, e, append(ids, "crash-1"))
 	if lost != 0 || len(e.records()) != 1 {

@@ -108,9 +108,9 @@ type Consumer struct {
 	// (default _INBOX.>). $-subjects and nodeq's task and dead-letter
 	// subjects are refused whatever this says.
 	ReplySubjects []string `yaml:"reply_subjects"`
-	// PoisonAfter is how many deliveries of a task may end without an
-	// outcome (the process died, hung or lost its connection) before its
-	// next delivery dead-letters it unrun, with reason poison.
+	// PoisonAfter is how many runs of a task alone in its process may end
+	// without an outcome (the process died, hung or lost its connection)
+	// before its next delivery dead-letters it unrun, with reason poison.
 	PoisonAfter int `yaml:"poison_after"`
 	// MaxInflightBytes bounds the task bytes a process holds or has asked
 	// the server for; at least streams.max_msg_size.

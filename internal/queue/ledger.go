@@ -27,15 +27,30 @@ const LedgerMaxAge = 7 * 24 * time.Hour
 // redelivery after its attempts failed. Every other delivery but the
 // current one ended without an outcome: the process died, hung or lost its
 // connection, and the server redelivered the task after AckWait.
+//
+// Such a delivery does not say which task took the process down: every
+// task it held lost its delivery. So a task with a delivery like that runs
+// alone in its process the next time (a solo run), and only solo runs that
+// end without an outcome count toward calling it poison.
 type Tally struct {
 	HandedBack  int `json:"h,omitempty"`
 	Redelivered int `json:"r,omitempty"`
+	// Solo counts solo runs started, SoloDone those that reached an
+	// outcome other than a final one (which removes the entry).
+	Solo     int `json:"s,omitempty"`
+	SoloDone int `json:"sd,omitempty"`
 }
 
 // Unsettled is how many of the deliveries before the current one, the
 // deliveries-th, ended without an outcome.
 func (t Tally) Unsettled(deliveries int) int {
 	return max(deliveries-1-t.HandedBack-t.Redelivered, 0)
+}
+
+// SoloCrashes is how many solo runs ended without an outcome: each took
+// down, hung or disconnected a process that ran nothing else.
+func (t Tally) SoloCrashes() int {
+	return max(t.Solo-t.SoloDone, 0)
 }
 
 // Charged is how many deliveries count toward dead-lettering a task whose
@@ -51,6 +66,8 @@ func (t Tally) bound(deliveries int) Tally {
 	prior := max(deliveries-1, 0)
 	t.HandedBack = min(max(t.HandedBack, 0), prior)
 	t.Redelivered = min(max(t.Redelivered, 0), prior-t.HandedBack)
+	t.Solo = min(max(t.Solo, 0), prior)
+	t.SoloDone = min(max(t.SoloDone, 0), t.Solo)
 	return t
 }
 
@@ -157,6 +174,8 @@ func (l *DeliveryLedger) Add(ctx context.Context, seq uint64, d Tally) error {
 		}
 		t.HandedBack += d.HandedBack
 		t.Redelivered += d.Redelivered
+		t.Solo += d.Solo
+		t.SoloDone += d.SoloDone
 		b, _ := json.Marshal(t)
 		if rev == 0 {
 			_, err = l.kv.Create(ctx, key, b)

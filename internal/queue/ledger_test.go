@@ -126,3 +126,19 @@ func TestHeldReportsInStatus(t *testing.T) {
 		t.Fatalf("after one cleared: %+v", st.DLQRefusing)
 	}
 }
+
+func TestTallySoloCrashes(t *testing.T) {
+	for _, c := range []struct {
+		t    queue.Tally
+		want int
+	}{
+		{queue.Tally{}, 0},
+		{queue.Tally{Solo: 2}, 2},
+		{queue.Tally{Solo: 3, SoloDone: 1}, 2},
+		{queue.Tally{Solo: 1, SoloDone: 5}, 0}, // a forged entry
+	} {
+		if got := c.t.SoloCrashes(); got != c.want {
+			t.Errorf("%+v.SoloCrashes() = %d, want %d", c.t, got, c.want)
+		}
+	}
+}

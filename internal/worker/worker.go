@@ -78,10 +78,11 @@ type Options struct {
 	// again then), so that refused records cannot take every worker.
 	// Default 1; the consumer sets half its workers.
 	MaxHeld int
-	// PoisonAfter is how many deliveries of a task may end without an
-	// outcome (the process died, hung or lost its connection) before the
-	// next delivery dead-letters it, with reason poison, without running
-	// it. It needs a Ledger. Default DefaultPoisonAfter.
+	// PoisonAfter is how many runs of a task alone in the process (after
+	// a delivery that ended without an outcome) may end without an outcome
+	// (the process died, hung or lost its connection) before the next
+	// delivery dead-letters it, with reason poison, without running it. It
+	// needs a Ledger. Default DefaultPoisonAfter.
 	PoisonAfter int
 	// Metrics, if set, count task outcomes.
 	Metrics *metrics.Metrics
@@ -108,6 +109,7 @@ type Ledger interface {
 type Worker struct {
 	o    Options
 	held heldRecords
+	iso  isolation
 }
 
 // New returns a Worker.
@@ -185,9 +187,28 @@ type job struct {
 	deliveries int    // JetStream's delivery count, this one included
 	tally      queue.Tally
 	tracked    bool // the ledger has an entry for the task
+	solo       bool // the task runs alone in the process (see isolation)
+	// leave ends the task's run in the isolation gate; settling calls it,
+	// so that what follows a run (a held record) does not keep others out.
+	leave func()
 	// stopping ends when shutdown begins: it bounds waits that are not the
 	// node's work.
 	stopping context.Context
+}
+
+// soloDone is 1 when the task ran alone and now reaches an outcome.
+func (j *job) soloDone() int {
+	if j.solo {
+		return 1
+	}
+	return 0
+}
+
+// endRun leaves the isolation gate, if the task entered it.
+func (j *job) endRun() {
+	if j.leave != nil {
+		j.leave()
+	}
 }
 
 // Handle settles one delivery. It is a queue.Handler.
@@ -218,6 +239,20 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		w.deadLetter(j, nil, poison, log)
 		return
 	}
+	defer j.endRun()
+	if n := j.tally.Unsettled(deliveries); n > 0 {
+		// An earlier delivery ended without an outcome: run alone, decoding
+		// included, so that only this task can be blamed if it happens again.
+		leave, err := w.iso.enter(j.stopping, true)
+		if err != nil {
+			w.handBack(j, w.label(w.o.Names.NodeTypeOf(msg.Subject())), 0, "shutdown while the task waited to run alone", log)
+			return
+		}
+		j.leave, j.solo = leave, true
+		w.note(j, queue.Tally{Solo: 1}, log)
+		log.Warn("running the task alone in this process: an earlier delivery ended without an outcome",
+			"deliveries_without_outcome", n, "solo_runs_without_outcome", j.tally.SoloCrashes(), "poison_after", w.o.PoisonAfter)
+	}
 
 	env, bad := w.decode(msg)
 	if bad != nil {
@@ -245,6 +280,16 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 			w.handBack(j, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
 			return
 		}
+	}
+
+	if !j.solo {
+		leave, err := w.iso.enter(j.stopping, false)
+		if err != nil {
+			report(resilience.Ignored)
+			w.handBack(j, env.NodeType, 0, "shutdown while the task waited for a task running alone", log)
+			return
+		}
+		j.leave = leave
 	}
 
 	policy := node.Retry
@@ -328,7 +373,8 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	if delay, again := w.o.Redelivery.Next(j.tally.Charged(deliveries)); again {
 		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", kind.String(), "err", err,
 			"redeliver_in", delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
-		w.note(j, queue.Tally{Redelivered: 1}, log)
+		j.endRun()
+		w.note(j, queue.Tally{Redelivered: 1, SoloDone: j.soloDone()}, log)
 		if nerr := msg.NakWithDelay(delay); nerr != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
 		}
@@ -356,9 +402,10 @@ func (w *Worker) HandBack(msg jetstream.Msg) {
 // noting in the ledger that this delivery is not the task's fault.
 // nodeType is a metric label.
 func (w *Worker) handBack(j *job, nodeType string, delay time.Duration, why string, log taskLog) {
+	j.endRun()
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, metrics.HandedBack)
-	w.note(j, queue.Tally{HandedBack: 1}, log)
+	w.note(j, queue.Tally{HandedBack: 1, SoloDone: j.soloDone()}, log)
 	msg := j.msg
 	var err error
 	if delay > 0 {
@@ -428,6 +475,7 @@ func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
 }
 
 func (w *Worker) ack(j *job, log taskLog) {
+	j.endRun()
 	if w.o.AckAsync {
 		// Unconfirmed: the ledger entry stays (it expires by itself), so
 		// that a lost ack does not make the task's next delivery look like
@@ -453,6 +501,7 @@ func (w *Worker) ack(j *job, log taskLog) {
 // begins; then the task is handed back and its node runs again on its next
 // delivery.
 func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog) {
+	j.endRun()
 	msg := j.msg
 	now := time.Now().UTC()
 	meta, _ := msg.Metadata()
@@ -674,10 +723,11 @@ func (w *Worker) lookUp(j *job, log taskLog) *failure {
 		return nil
 	}
 	j.tally, j.tracked = t, tracked
-	if n := t.Unsettled(j.deliveries); n >= w.o.PoisonAfter {
+	if n := t.SoloCrashes(); n >= w.o.PoisonAfter {
 		return &failure{reason: dlq.ReasonPoison, kind: resilience.Other, err: fmt.Errorf(
-			"%d of the task's %d deliveries so far ended without an outcome (the process running it died, hung or lost its connection); "+
-				"dead-lettered before it runs again (consumer.poison_after is %d)", n, j.deliveries-1, w.o.PoisonAfter)}
+			"the task ran alone in a consumer process %d times, and each time the process died, hung or lost its connection before the task had an outcome "+
+				"(%d of its %d deliveries so far ended that way); dead-lettered before it runs again (consumer.poison_after is %d)",
+			n, t.Unsettled(j.deliveries), j.deliveries-1, w.o.PoisonAfter)}
 	}
 	return nil
 }

@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,6 +95,8 @@ func (l *fakeLedger) Add(_ context.Context, seq uint64, d queue.Tally) error {
 	t := l.tallies[seq]
 	t.HandedBack += d.HandedBack
 	t.Redelivered += d.Redelivered
+	t.Solo += d.Solo
+	t.SoloDone += d.SoloDone
 	l.tallies[seq] = t
 	return nil
 }
@@ -140,7 +144,11 @@ func TestLedgerOutcomes(t *testing.T) {
 		{name: "shutdown during backoff is a hand-back", run: transient, deliveries: 1, stopping: true,
 			retry: resilience.Fixed(time.Hour, 3), settled: "nak 1h0m0s", after: &queue.Tally{HandedBack: 1}},
 		{name: "ledger unreadable: the task runs", run: ok, deliveries: 9, readErr: errors.New("no ledger"), settled: "ack", reads: 1},
-		{name: "crashed once, under the limit: runs", run: ok, deliveries: 3, before: &queue.Tally{HandedBack: 1}, settled: "ack", reads: 1},
+		{name: "after a delivery without outcome: runs alone, then forgets", run: ok, deliveries: 3, before: &queue.Tally{HandedBack: 1}, settled: "ack", reads: 1},
+		{name: "a solo run that fails is counted as done", run: transient, deliveries: 2,
+			settled: "nak 30s", after: &queue.Tally{Redelivered: 1, Solo: 1, SoloDone: 1}, reads: 1},
+		{name: "one solo crash, under the limit: runs alone again", run: transient, deliveries: 3, before: &queue.Tally{HandedBack: 1, Solo: 1},
+			settled: "nak 30s", after: &queue.Tally{HandedBack: 1, Redelivered: 1, Solo: 2, SoloDone: 1}, reads: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -175,4 +183,67 @@ func TestLedgerOutcomes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A task that runs alone waits for the shared ones to end, and shared
+// tasks that come after it wait for it; a wait ends with its context.
+func TestIsolation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g isolation
+		ctx := context.Background()
+		leaveA, _ := g.enter(ctx, false)
+		leaveB, _ := g.enter(ctx, false)
+		var order []string
+		var mu sync.Mutex
+		note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+		go func() {
+			leave, err := g.enter(ctx, true)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			note("alone")
+			time.Sleep(time.Second)
+			note("alone done")
+			leave()
+		}()
+		synctest.Wait()
+		go func() { // comes after the one waiting to run alone
+			leave, _ := g.enter(ctx, false)
+			note("shared after")
+			leave()
+		}()
+		synctest.Wait()
+		if len(order) != 0 {
+			t.Fatalf("ran while two shared tasks run: %v", order)
+		}
+		leaveA()
+		leaveA() // idempotent
+		synctest.Wait()
+		if len(order) != 0 {
+			t.Fatalf("ran while a shared task runs: %v", order)
+		}
+		leaveB()
+		synctest.Wait()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if want := []string{"alone", "alone done", "shared after"}; fmt.Sprint(order) != fmt.Sprint(want) {
+			t.Fatalf("order %v; want %v", order, want)
+		}
+		leave, _ := g.enter(ctx, false)
+		stop, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { _, err := g.enter(stop, true); errc <- err }()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatal("a wait to run alone did not end with its context")
+		}
+		leave()
+		if l, err := g.enter(ctx, true); err != nil {
+			t.Fatalf("after a cancelled wait: %v", err)
+		} else {
+			l()
+		}
+	})
 }
