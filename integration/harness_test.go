@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/metrics"
@@ -103,7 +104,7 @@ type runnerOpts struct {
 	ackWait         time.Duration
 	metrics         *metrics.Metrics
 	poisonAfter     int
-	maxInflight     int64 // consumer.max_inflight_bytes; 0: none
+	maxInflight     int64 // consumer.max_inflight_bytes; 0: the default, -1: none
 	maxMsgBytes     int64 // with maxInflight; default queue.PullMsgBytes of the stream's default max_msg_size
 	noLedger        bool  // run without the delivery ledger
 	onInflight      func(int64)
@@ -153,11 +154,14 @@ func (e *env) startWith(reg *exec.Registry, o runnerOpts, log *slog.Logger) *run
 	if o.onInflight == nil {
 		o.onInflight = o.metrics.InFlightBytes
 	}
+	if o.maxInflight == 0 { // as the consumer runs by default
+		o.maxInflight = config.DefaultMaxInflightBytes
+	}
 	if o.maxInflight > 0 && o.maxMsgBytes == 0 {
 		o.maxMsgBytes = queue.PullMsgBytes(queue.DefaultMaxMsgSize)
 	}
 	p := queue.NewPuller(e.nc, e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
-		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: log, HandBack: w.HandBack,
+		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: log, HandBack: w.HandBack, OnPullFailure: o.metrics.PullFailure,
 		MaxInflightBytes: o.maxInflight, MaxMsgBytes: o.maxMsgBytes, OnInflightBytes: o.onInflight})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan bool, 1)}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,8 +36,13 @@ func taskSizeLimit(cfg *config.Config, maxPayload int64) (int64, error) {
 // checkTaskStream verifies that the task stream, as it is on the server,
 // accepts no task larger than limit. Set-up normally makes it so; a stream
 // that an operator created, and that this consumer may not update, may not.
-func checkTaskStream(ctx context.Context, js jetstream.JetStream, names queue.Names, limit int64) error {
-	st, err := js.Stream(ctx, names.TaskStream)
+func checkTaskStream(ctx context.Context, js jetstream.JetStream, names queue.Names, limit int64, log *slog.Logger) error {
+	var st jetstream.Stream
+	err := queue.RetrySetup(ctx, log, "task stream "+names.TaskStream, func(ctx context.Context) error {
+		var err error
+		st, err = js.Stream(ctx, names.TaskStream)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("task stream %s: %w", names.TaskStream, err)
 	}

@@ -67,7 +67,7 @@ func TestCheckTaskStream(t *testing.T) {
 	if _, err := js.CreateStream(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	err := checkTaskStream(context.Background(), js, names, 992<<10)
+	err := checkTaskStream(context.Background(), js, names, 992<<10, nil)
 	if err == nil || !strings.Contains(err.Error(), "no limit of its own") || !strings.Contains(err.Error(), "--max-msg-size 1015808") {
 		t.Fatalf("got %v", err)
 	}
@@ -75,7 +75,7 @@ func TestCheckTaskStream(t *testing.T) {
 	if _, err := js.UpdateStream(context.Background(), jetstream.StreamConfig(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkTaskStream(context.Background(), js, names, 992<<10); err != nil {
+	if err := checkTaskStream(context.Background(), js, names, 992<<10, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -231,18 +232,26 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Set-up waits out concurrent creators and a cluster electing its
+	// leaders, up to consumer.startup_timeout in all.
+	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
-	if err := queue.EnsureStreams(setupCtx, js, names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
-		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(maxTask), Logger: log}); err != nil {
+	setupErr := func(err error) error {
+		if ctx.Err() == nil && errors.Is(setupCtx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("JetStream set-up did not finish within consumer.startup_timeout (%v): %w", cfg.Consumer.StartupTimeout, err)
+		}
 		return err
 	}
-	if err := checkTaskStream(setupCtx, js, names, maxTask); err != nil {
-		return err
+	if err := queue.EnsureStreams(setupCtx, js, names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
+		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(maxTask), Logger: log}); err != nil {
+		return setupErr(err)
+	}
+	if err := checkTaskStream(setupCtx, js, names, maxTask, log); err != nil {
+		return setupErr(err)
 	}
 	cons, err := queue.EnsureConsumer(setupCtx, js, names, queue.ConsumerOptions{AckWait: cfg.Consumer.AckWait, MaxAckPending: cfg.Consumer.MaxAckPending, Logger: log})
 	if err != nil {
-		return err
+		return setupErr(err)
 	}
 	m.DLQDepth(func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -265,7 +274,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		var fleet *queue.FleetBreaker
 		if cfg.Breaker.Scope == "fleet" {
 			if fleet, err = queue.NewFleetBreaker(setupCtx, js, names, worker.DefaultID(), log); err != nil {
-				return fmt.Errorf("fleet breaker: %w", err)
+				return setupErr(fmt.Errorf("fleet breaker: %w", err))
 			}
 			if bs.MaxCooldown > 0 {
 				fleet.MaxCooldown = bs.MaxCooldown
@@ -284,7 +293,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	ledger, err := queue.OpenDeliveryLedger(setupCtx, js, names, log)
 	if err != nil {
-		return err
+		return setupErr(err)
 	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Replies: replies, MaskHeaders: cfg.DLQ.MaskHeaders,
@@ -293,7 +302,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
 	})
 	p := queue.NewPuller(nc, cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
-		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull, HandBack: w.HandBack,
+		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull, OnPullFailure: m.PullFailure, HandBack: w.HandBack,
 		MaxInflightBytes: int64(cfg.Consumer.MaxInflightBytes), MaxMsgBytes: queue.PullMsgBytes(maxTask), OnInflightBytes: m.InFlightBytes})
 	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
 		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())

@@ -99,6 +99,10 @@ type Consumer struct {
 	MaxAckPending   int           `yaml:"max_ack_pending"`
 	PullWait        time.Duration `yaml:"pull_wait"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// StartupTimeout bounds the set-up at start (streams, the durable
+	// consumer, buckets), including waiting for a JetStream cluster to
+	// elect its leaders.
+	StartupTimeout time.Duration `yaml:"startup_timeout"`
 	// MaxPayload caps a task's body before it is decoded; 0 means
 	// streams.max_msg_size.
 	MaxPayload ByteSize `yaml:"max_payload"`
@@ -200,7 +204,7 @@ func Default() *Config {
 		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
 		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes},
 		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects,
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, StartupTimeout: 2 * time.Minute, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects,
 			PoisonAfter: DefaultPoisonAfter, MaxInflightBytes: DefaultMaxInflightBytes},
 		DLQ:        DLQ{MaskHeaders: dlq.DefaultMaskedHeaders},
 		Log:        Log{Level: "info", Format: "text"},

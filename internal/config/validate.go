@@ -74,6 +74,7 @@ func (c *Config) Validate() error {
 		bad("consumer.pull_wait", "%v is outside 100ms..1m", c.Consumer.PullWait)
 	}
 	positiveDur("consumer.shutdown_timeout", c.Consumer.ShutdownTimeout)
+	positiveDur("consumer.startup_timeout", c.Consumer.StartupTimeout)
 	if c.Consumer.Ack != "sync" && c.Consumer.Ack != "async" {
 		bad("consumer.ack", "%q: want sync or async", c.Consumer.Ack)
 	}

@@ -35,6 +35,7 @@ type Metrics struct {
 	pull               prometheus.Histogram
 	heldRecords        prometheus.Gauge
 	inFlightBytes      prometheus.Gauge
+	pullFailures       *prometheus.CounterVec
 	reg                prometheus.Registerer
 }
 
@@ -85,8 +86,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "nodeq_inflight_bytes",
 		Help: "Bytes of task messages this process holds or has asked the server for (consumer.max_inflight_bytes bounds it).",
 	})
+	m.pullFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodeq_pull_failures_total",
+		Help: "Failed pull requests by cause (no_responders, leadership_change, consumer_deleted, server_shutdown, timeout, disconnected, other_status, other).",
+	}, []string{"cause"})
 	m.reg = reg
-	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords, m.inFlightBytes)
+	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords, m.inFlightBytes, m.pullFailures)
 	return m
 }
 
@@ -155,6 +160,14 @@ func (m *Metrics) Paused(subscription string, paused bool) {
 func (m *Metrics) Pull(wait time.Duration, got int) {
 	if m != nil && got > 0 {
 		m.pull.Observe(wait.Seconds())
+	}
+}
+
+// PullFailure counts one failed pull request by its cause (one of
+// queue's Pull* causes: a small fixed set).
+func (m *Metrics) PullFailure(cause string) {
+	if m != nil {
+		m.pullFailures.WithLabelValues(cause).Inc()
 	}
 }
 

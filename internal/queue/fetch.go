@@ -79,7 +79,7 @@ func (in *pullInbox) fetch(n int, maxBytes int64, wait time.Duration) (*pullBatc
 	b.sub = sub
 	// The server ends the request after wait with a 408; should that be
 	// lost (a dropped connection), end it here a little later.
-	b.timer = time.AfterFunc(wait+time.Second, func() { b.finish(nats.ErrTimeout) })
+	b.timer = time.AfterFunc(wait+time.Second, func() { b.finish(errPullUnanswered) })
 	if err := in.nc.PublishRequest(in.next, inbox, body); err != nil {
 		b.finishLocked(err)
 		return nil, err
@@ -136,6 +136,14 @@ func (b *pullBatch) receive(m *nats.Msg) {
 	}
 	switch code {
 	case "100": // heartbeat or flow control: the request goes on
+	case "409":
+		if desc == "Batch Completed" {
+			// The batch's count is met with max_bytes left. The server sends
+			// this right after the last message, but on a cluster it can
+			// arrive first: the batch ends when that message arrives.
+			return
+		}
+		b.finishLocked(&PullError{Status: code, Description: desc})
 	case "404", "408": // no messages, or the request expired
 		b.finishLocked(nil)
 	case "503":
@@ -255,4 +263,87 @@ func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
 // isPullTimeout reports an error that only means no messages came in time.
 func isPullTimeout(err error) bool {
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
+}
+
+// errPullUnanswered ends a pull request the server never ended: its
+// expiry status (or the request itself) was lost, e.g. with a connection
+// to a server that went away. It is a timeout (isPullTimeout).
+var errPullUnanswered = fmt.Errorf("the server never answered the pull request (lost with a connection or a server): %w", nats.ErrTimeout)
+
+// Causes of failed pull requests, the values of the "cause" label of
+// nodeq_pull_failures_total: a small fixed set.
+const (
+	// PullNoResponders: nothing serves the consumer's pull requests. In a
+	// cluster, the consumer's leader was lost and a new one is being
+	// elected (a few seconds); otherwise the consumer does not exist.
+	PullNoResponders = "no_responders"
+	// PullLeadershipChange: the server ended the request because the
+	// consumer's leader changed (409 Leadership Change).
+	PullLeadershipChange = "leadership_change"
+	// PullConsumerDeleted: the server ended the request because the
+	// consumer was deleted, or moved away from the server (409 Consumer Deleted).
+	PullConsumerDeleted = "consumer_deleted"
+	// PullServerShutdown: the server leading the consumer is shutting down
+	// (409 Server Shutdown); a new leader takes over.
+	PullServerShutdown = "server_shutdown"
+	// PullTimeout: the server never ended the request; the request or its
+	// answer was lost with a connection or a server.
+	PullTimeout = "timeout"
+	// PullDisconnected: the request could not be sent: the connection is
+	// closed or being re-established.
+	PullDisconnected = "disconnected"
+	// PullStatus: the server ended the request with another status (e.g.
+	// 409 Exceeded MaxWaiting, 400 Bad Request).
+	PullStatus = "other_status"
+	// PullOther: any other error.
+	PullOther = "other"
+)
+
+// PullFailureCause classifies why a pull request failed, as one of the
+// Pull* causes.
+func PullFailureCause(err error) string {
+	var pe *PullError
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return PullNoResponders
+	case errors.As(err, &pe):
+		switch d := strings.ToLower(pe.Description); {
+		case pe.Status == "503":
+			return PullNoResponders
+		case strings.Contains(d, "leadership change"):
+			return PullLeadershipChange
+		case strings.Contains(d, "consumer deleted"):
+			return PullConsumerDeleted
+		case strings.Contains(d, "server shutdown"):
+			return PullServerShutdown
+		}
+		return PullStatus
+	case errors.Is(err, errPullUnanswered), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return PullTimeout
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return PullDisconnected
+	}
+	return PullOther
+}
+
+// explainPullFailure says in words what a cause means for the log.
+func explainPullFailure(cause string) string {
+	switch cause {
+	case PullNoResponders:
+		return "no responders: the consumer has no leader (a leader election after a server was lost, usually seconds) or does not exist"
+	case PullLeadershipChange:
+		return "the consumer's leader changed and ended the request"
+	case PullConsumerDeleted:
+		return "the server says the consumer was deleted or moved off it"
+	case PullServerShutdown:
+		return "the server serving the consumer is shutting down; another takes over"
+	case PullTimeout:
+		return "the server never answered the request: it or its answer was lost with a connection or a server"
+	case PullDisconnected:
+		return "the connection to NATS is down"
+	case PullStatus:
+		return "the server ended the request with a status"
+	}
+	return "the pull request failed"
 }

@@ -42,6 +42,9 @@ func TestPullBatchTellsTasksFromStatuses(t *testing.T) {
 		{"no messages", []*nats.Msg{statusMsg("404", "No Messages")}, 0, true, nil},
 		{"no responders", []*nats.Msg{statusMsg("503", "")}, 0, true, nats.ErrNoResponders},
 		{"leadership change", []*nats.Msg{statusMsg("409", "Leadership Change")}, 0, true, &PullError{}},
+		// On a cluster "Batch Completed" can come before the batch's last message.
+		{"batch completed before its last message", []*nats.Msg{lookalike, statusMsg("409", "Batch Completed"), lookalike}, 2, true, nil},
+		{"batch completed goes on", []*nats.Msg{statusMsg("409", "Batch Completed")}, 0, false, nil},
 		{"not a status at all", []*nats.Msg{nats.NewMsg("_NODEQ_INBOX.x")}, 0, false, nil},
 		{"filled", []*nats.Msg{lookalike, lookalike}, 2, true, nil},
 	}
@@ -116,5 +119,31 @@ func TestPulledMsgAckProtocol(t *testing.T) {
 	defer cancel()
 	if err := msg().DoubleAck(ctx); err == nil {
 		t.Fatal("DoubleAck without the server's confirmation succeeded")
+	}
+}
+
+// Every failed pull is named by one of a small fixed set of causes.
+func TestPullFailureCause(t *testing.T) {
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{nats.ErrNoResponders, PullNoResponders},
+		{&PullError{Status: "503"}, PullNoResponders},
+		{&PullError{Status: "409", Description: "Leadership Change"}, PullLeadershipChange},
+		{&PullError{Status: "409", Description: "Consumer Deleted"}, PullConsumerDeleted},
+		{&PullError{Status: "409", Description: "Server Shutdown"}, PullServerShutdown},
+		{&PullError{Status: "409", Description: "Exceeded MaxWaiting"}, PullStatus},
+		{errPullUnanswered, PullTimeout},
+		{nats.ErrConnectionClosed, PullDisconnected},
+		{errors.New("something else"), PullOther},
+	}
+	for _, c := range cases {
+		if got := PullFailureCause(c.err); got != c.want {
+			t.Errorf("PullFailureCause(%v) = %s; want %s", c.err, got, c.want)
+		}
+	}
+	if !isPullTimeout(errPullUnanswered) {
+		t.Error("an unanswered pull request is not a timeout")
 	}
 }

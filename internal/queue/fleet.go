@@ -53,7 +53,7 @@ type fleetState struct {
 func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n Names, id string, log *slog.Logger) (*FleetBreaker, error) {
 	n = n.WithDefaults()
 	var kv jetstream.KeyValue
-	err := retryCreate(ctx, func() error {
+	err := retryCreate(ctx, log, "fleet breaker bucket "+BreakerBucket, func(ctx context.Context) error {
 		var err error
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BreakerBucket, Description: "nodeq fleet-wide circuit breakers", History: 1})
 		return err

@@ -96,10 +96,12 @@ func OpenDeliveryLedger(ctx context.Context, js jetstream.JetStream, n Names, lo
 		log = slog.Default()
 	}
 	var kv jetstream.KeyValue
-	err := apiCall(ctx, js, "STREAM.INFO.KV_"+LedgerBucket, func(ctx context.Context) error {
-		var err error
-		kv, err = js.KeyValue(ctx, LedgerBucket)
-		return err
+	err := retryCreate(ctx, log, "delivery ledger bucket "+LedgerBucket, func(ctx context.Context) error {
+		return apiCall(ctx, js, "STREAM.INFO.KV_"+LedgerBucket, func(ctx context.Context) error {
+			var err error
+			kv, err = js.KeyValue(ctx, LedgerBucket)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delivery ledger bucket %s: %w", LedgerBucket, err)

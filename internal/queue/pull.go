@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type PullOptions struct {
 	// OnPull, if set, is told how long each pull request waited for its
 	// first message and how many it delivered.
 	OnPull func(wait time.Duration, got int)
+	// OnPullFailure, if set, is told the cause (one of the Pull* constants)
+	// of every failed pull request.
+	OnPullFailure func(cause string)
 	// Gate, if set, is asked before every pull.
 	Gate Gate
 	// MaxInflightBytes, if positive, bounds the bytes of task messages the
@@ -190,12 +194,30 @@ func (p *Puller) Run(ctx context.Context) (finishedInTime bool) {
 	var unbounded atomic.Bool
 	var wg sync.WaitGroup
 	var failures atomic.Int64
+	// failed logs and counts a failed pull by its cause.
+	failed := func(err error) (cause string, n int64) {
+		cause = PullFailureCause(err)
+		n = failures.Add(1)
+		log.Warn("pull request failed: "+explainPullFailure(cause)+"; retrying", "cause", cause, "err", err, "consecutive_failures", n)
+		if p.opts.OnPullFailure != nil {
+			p.opts.OnPullFailure(cause)
+		}
+		return cause, n
+	}
 	// backoff waits after a failed pull, longer the more failures in a row.
+	// Failures a cluster recovers from by itself in seconds (a leader
+	// election, a reconnect) wait at most 1s, so that pulling resumes soon
+	// after; the count grows by every overlapping pull, so a 5s cap would
+	// be reached within a few rounds.
 	backoff := func(err error) bool {
-		n := failures.Add(1)
-		log.Warn("pull request failed; retrying", "err", err, "consecutive_failures", n)
+		cause, n := failed(err)
+		most := 5 * time.Second
+		switch cause {
+		case PullNoResponders, PullLeadershipChange, PullServerShutdown, PullTimeout, PullDisconnected:
+			most = time.Second
+		}
 		select {
-		case <-time.After(min(time.Duration(n)*200*time.Millisecond, 5*time.Second)):
+		case <-time.After(min(time.Duration(n)*200*time.Millisecond, most)):
 			return true
 		case <-ctx.Done():
 			return false
@@ -297,6 +319,9 @@ pulling:
 			}
 			res.end()
 			switch err := batch.Error(); {
+			case errors.Is(err, errPullUnanswered):
+				// The wait is over already (expiry and a second): no backoff.
+				failed(err)
 			case err == nil || isPullTimeout(err):
 				failures.Store(0)
 			case exceedsMaxBytes(err):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"regexp"
 	"slices"
 	"strings"
@@ -36,7 +37,7 @@ type StreamOptions struct {
 // ConsumerOptions tune the durable pull consumer.
 type ConsumerOptions struct {
 	// AckWait is how long a delivered task may go without an ack or an
-	// InProgress before JetStream redelivers it. Default 30s.
+	// InProgress before JetStream redelivers it. Default DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending caps unacknowledged tasks across all consumer processes. Default 1000.
 	MaxAckPending int
@@ -52,7 +53,7 @@ const (
 	DefaultDLQMaxAge     = 14 * 24 * time.Hour
 	DefaultDLQMaxBytes   = 1 << 30
 	DefaultMaxMsgSize    = 1 << 20
-	DefaultAckWait       = 30 * time.Second
+	DefaultAckWait       = 10 * time.Second // how soon a lost delivery runs again; workers signal progress every third of it
 	DefaultMaxAckPending = 1000
 )
 
@@ -158,11 +159,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o Strea
 		{kind: "task", want: TaskStreamConfig(n, o), prefix: n.TaskPrefix},
 		{kind: "dead-letter", want: DLQStreamConfig(n, o), prefix: n.DLQPrefix, dlq: true},
 	} {
-		if err := retryCreate(ctx, func() error { return ensureStream(ctx, js, spec, o.Logger) }); err != nil {
+		what := spec.kind + " stream " + spec.want.Name
+		if err := retryCreate(ctx, o.Logger, what, func(ctx context.Context) error { return ensureStream(ctx, js, spec, o.Logger) }); err != nil {
 			return err
 		}
 	}
-	return retryCreate(ctx, func() error { return ensureLedger(ctx, js, o.Replicas) })
+	return retryCreate(ctx, o.Logger, "delivery ledger bucket "+LedgerBucket, func(ctx context.Context) error { return ensureLedger(ctx, js, o.Replicas) })
 }
 
 type streamSpec struct {
@@ -334,7 +336,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, o Cons
 		log = slog.Default()
 	}
 	var c jetstream.Consumer
-	err := retryCreate(ctx, func() error {
+	err := retryCreate(ctx, log, "consumer "+want.Durable+" on stream "+n.TaskStream, func(ctx context.Context) error {
 		var err error
 		c, err = ensureConsumer(ctx, js, n, want, log)
 		return err
@@ -530,28 +532,129 @@ func deniedAPI(err error, api string) bool {
 	return rest == "" || rest[0] == '.'
 }
 
-// retryCreate retries f while the error is one a concurrent creator or a
-// cluster still electing its leader causes, for up to 10 attempts.
-func retryCreate(ctx context.Context, f func() error) error {
+// Set-up retries. In a cluster, a JetStream API request is answered by the
+// meta leader or by the leader of the stream or consumer it names; one
+// that arrives while there is none (the cluster is electing its meta
+// leader, or a stream or consumer just created by another process is
+// electing its own) gets no reply at all, and nats.go waits for the
+// context's deadline. So each attempt gets its own deadline, growing from
+// firstAttemptTimeout to maxAttemptTimeout, and an attempt that got no
+// reply is retried like one the server answered with 503: only the
+// caller's ctx bounds the whole wait.
+const (
+	firstAttemptTimeout = time.Second
+	maxAttemptTimeout   = 5 * time.Second
+	firstSetupBackoff   = 50 * time.Millisecond
+	maxSetupBackoff     = time.Second
+	setupLogEvery       = 5 * time.Second
+)
+
+// noReplyError is an attempt that got no reply within its deadline.
+type noReplyError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *noReplyError) Error() string {
+	return fmt.Sprintf("no reply within %v: %v", e.after, e.err)
+}
+
+func (e *noReplyError) Unwrap() error { return e.err }
+
+func attemptTimeout(attempt int) time.Duration {
+	d := firstAttemptTimeout << min(attempt, 3)
+	return min(d, maxAttemptTimeout)
+}
+
+// setupBackoff is the pause after the attempt-th failed attempt: doubling
+// from firstSetupBackoff up to maxSetupBackoff, each drawn from its upper
+// half so that processes started together spread out.
+func setupBackoff(attempt int) time.Duration {
+	d := min(firstSetupBackoff<<min(attempt, 10), maxSetupBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// retryCreate runs f, one attempt at setting up what (e.g. "task stream
+// NODEQ_TASKS"), until it succeeds, fails with an error that waiting cannot
+// fix, or ctx ends. Concurrent creators (a stream or consumer that another
+// process created or changed between this one's lookup and create) and a
+// cluster without a leader are waited out: f looks the object up again and
+// verifies it. While the cluster has no leader it says so in log, at most
+// every setupLogEvery.
+func retryCreate(ctx context.Context, log *slog.Logger, what string, f func(ctx context.Context) error) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	start := time.Now()
+	var logged time.Time
 	var err error
-	for attempt := 0; attempt < 10; attempt++ {
-		if err = f(); err == nil {
+	for attempt := 0; ; attempt++ {
+		began := time.Now()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout(attempt))
+		err = f(actx)
+		noReply := err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) &&
+			(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout))
+		cancel()
+		if err == nil {
+			if !logged.IsZero() {
+				log.Info("JetStream set-up went through after waiting", "for", what, "waited", time.Since(start).Round(time.Millisecond), "attempts", attempt+1)
+			}
 			return nil
+		}
+		if noReply {
+			err = &noReplyError{after: time.Since(began).Round(time.Millisecond), err: err}
 		}
 		if !transientSetupError(err) {
 			return err
 		}
+		giveUp := func() error {
+			return fmt.Errorf("%w (gave up after %d attempts in %v: %w)", err, attempt+1, time.Since(start).Round(time.Millisecond), ctx.Err())
+		}
+		if ctx.Err() != nil {
+			return giveUp()
+		}
+		if msg := waitingFor(err); msg == "" {
+			log.Debug("set-up raced with another process; looking again", "for", what, "err", err)
+		} else if time.Since(logged) >= setupLogEvery {
+			log.Warn(msg, "for", what, "waited", time.Since(start).Round(time.Millisecond), "attempts", attempt+1, "err", err)
+			logged = time.Now()
+		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+			return giveUp()
+		case <-time.After(setupBackoff(attempt)):
 		}
 	}
-	return err
+}
+
+// RetrySetup is retryCreate for set-up steps outside this package: f, one
+// attempt with its own deadline, is retried while JetStream has no leader
+// to answer it, until it succeeds, fails for good, or ctx ends.
+func RetrySetup(ctx context.Context, log *slog.Logger, what string, f func(ctx context.Context) error) error {
+	return retryCreate(ctx, log, what, f)
+}
+
+// waitingFor says what a transient set-up error waits for, or "" for a
+// race with another process setting up the same objects.
+func waitingFor(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, errSetupRace):
+		return ""
+	case errors.Is(err, nats.ErrNoResponders):
+		return "waiting for JetStream: no server answers its API yet"
+	case errors.As(err, &apiErr) && apiErr.Code != 503:
+		return "" // name in use, consumer exists: another process was creating it
+	}
+	return "waiting for the JetStream cluster to elect a leader"
 }
 
 func transientSetupError(err error) bool {
 	if errors.Is(err, errSetupRace) {
+		return true
+	}
+	var noReply *noReplyError
+	if errors.As(err, &noReply) {
 		return true
 	}
 	var apiErr *jetstream.APIError
@@ -559,8 +662,10 @@ func transientSetupError(err error) bool {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamNameInUse, jetstream.JSErrCodeConsumerExists:
 			return true
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return false // waiting does not enable it
 		}
 		return apiErr.Code == 503
 	}
-	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
 }

@@ -61,7 +61,7 @@ func TestEnsureStreamsKeepsOperatorHardening(t *testing.T) {
 	if err := queue.EnsureStreams(ctx, js, n, queue.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := queue.EnsureConsumer(ctx, js, n, queue.ConsumerOptions{}); err != nil {
+	if _, err := queue.EnsureConsumer(ctx, js, n, queue.ConsumerOptions{AckWait: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 

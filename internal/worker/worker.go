@@ -54,7 +54,7 @@ type Options struct {
 	// Default false: DoubleAck, which waits.
 	AckAsync bool
 	// AckWait is the consumer's AckWait; the worker signals progress at a
-	// third of it while a node runs. Default 30s.
+	// third of it while a node runs. Default queue.DefaultAckWait.
 	AckWait time.Duration
 	// RetryDelay is how long a task whose dead-letter record could not be
 	// stored waits before it is delivered again. Default 5s.
@@ -93,6 +93,13 @@ type Options struct {
 
 // DefaultPoisonAfter is the default Options.PoisonAfter.
 const DefaultPoisonAfter = 3
+
+// soloAfter is how many deliveries of a task must have ended without an
+// outcome before it runs alone. One such delivery is common and rarely the
+// task's fault (a lost connection, a node of the cluster lost, a process
+// killed with others' tasks): those run with the rest. A second one makes
+// the task a suspect.
+const soloAfter = 2
 
 // Ledger is the delivery ledger the worker consults and updates;
 // *queue.DeliveryLedger is one.
@@ -194,6 +201,8 @@ type job struct {
 	// stopping ends when shutdown begins: it bounds waits that are not the
 	// node's work.
 	stopping context.Context
+	// interrupted ends when a shutdown runs out of time (Handle's ctx).
+	interrupted context.Context
 }
 
 // soloDone is 1 when the task ran alone and now reaches an outcome.
@@ -214,9 +223,12 @@ func (j *job) endRun() {
 // Handle settles one delivery. It is a queue.Handler.
 func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	msg := d.Msg
-	j := &job{msg: msg, deliveries: 1, stopping: d.Stopping}
+	j := &job{msg: msg, deliveries: 1, stopping: d.Stopping, interrupted: ctx}
 	if j.stopping == nil {
 		j.stopping = context.Background() // called outside a Puller: never stopping
+	}
+	if j.interrupted == nil {
+		j.interrupted = context.Background()
 	}
 	received := time.Now()
 	meta, _ := msg.Metadata()
@@ -240,8 +252,8 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 		return
 	}
 	defer j.endRun()
-	if n := j.tally.Unsettled(deliveries); n > 0 {
-		// An earlier delivery ended without an outcome: run alone, decoding
+	if n := j.tally.Unsettled(deliveries); n >= soloAfter {
+		// Earlier deliveries ended without an outcome: run alone, decoding
 		// included, so that only this task can be blamed if it happens again.
 		leave, err := w.iso.enter(j.stopping, true)
 		if err != nil {
@@ -486,12 +498,54 @@ func (w *Worker) ack(j *job, log taskLog) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := j.msg.DoubleAck(ctx); err != nil {
-		log.Warn("ack not confirmed; the task may be delivered again", "err", err)
-		return
+	err := j.msg.DoubleAck(ctx)
+	cancel()
+	if err != nil {
+		if !w.resendAck(j, err, log) {
+			return
+		}
 	}
 	w.forget(j, log)
+}
+
+// resendAck sends an unconfirmed ack again until the server confirms it,
+// for at most AckWait. An ack to the same $JS.ACK subject stays valid while
+// the server holds the delivery, and keepAlive (still running) keeps it
+// held meanwhile; so an ack lost with a connection or during a consumer
+// leader election is confirmed after the reconnect or the election instead
+// of the task running again after AckWait. It reports whether the ack was
+// confirmed.
+func (w *Worker) resendAck(j *job, err error, log taskLog) bool {
+	log.Warn("ack not confirmed; sending it again until the server confirms it", "err", err, "for", w.o.AckWait)
+	deadline := time.Now().Add(w.o.AckWait)
+	pause := 100 * time.Millisecond
+	for tries := 1; ; tries++ {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			break // closed for good: nothing more can be sent
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		wait := time.NewTimer(min(pause, left))
+		select {
+		case <-wait.C:
+		case <-j.interrupted.Done(): // a shutdown ran out of time
+			wait.Stop()
+			log.Warn("ack not confirmed before the shutdown timeout; the task may be delivered again", "err", err)
+			return false
+		}
+		pause = min(pause*2, time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, max(time.Until(deadline), 100*time.Millisecond)))
+		err = j.msg.DoubleAck(ctx)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			log.Info("ack confirmed after sending it again", "sends", tries+1)
+			return true
+		}
+	}
+	log.Warn("ack not confirmed; the task may be delivered again", "err", err)
+	return false
 }
 
 // deadLetter stores a record for the task and only then terminates the

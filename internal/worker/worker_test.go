@@ -121,6 +121,7 @@ func nodes(run func() error) *exec.Registry {
 // Each case is one delivery and how the ledger and the message end up.
 func TestLedgerOutcomes(t *testing.T) {
 	transient := func() error { return resilience.Errorf(resilience.Transport, "downstream unavailable") }
+	patient := resilience.Redelivery{MaxDeliveries: 10, Backoff: []time.Duration{time.Second}}
 	ok := func() error { return nil }
 	cases := []struct {
 		name       string
@@ -130,6 +131,7 @@ func TestLedgerOutcomes(t *testing.T) {
 		readErr    error
 		stopping   bool // shutdown has begun
 		retry      resilience.Policy
+		redelivery resilience.Redelivery
 		settled    string
 		after      *queue.Tally // nil: no entry
 		reads      int
@@ -145,10 +147,12 @@ func TestLedgerOutcomes(t *testing.T) {
 			retry: resilience.Fixed(time.Hour, 3), settled: "nak 1h0m0s", after: &queue.Tally{HandedBack: 1}},
 		{name: "ledger unreadable: the task runs", run: ok, deliveries: 9, readErr: errors.New("no ledger"), settled: "ack", reads: 1},
 		{name: "after a delivery without outcome: runs alone, then forgets", run: ok, deliveries: 3, before: &queue.Tally{HandedBack: 1}, settled: "ack", reads: 1},
-		{name: "a solo run that fails is counted as done", run: transient, deliveries: 2,
-			settled: "nak 30s", after: &queue.Tally{Redelivered: 1, Solo: 1, SoloDone: 1}, reads: 1},
-		{name: "one solo crash, under the limit: runs alone again", run: transient, deliveries: 3, before: &queue.Tally{HandedBack: 1, Solo: 1},
-			settled: "nak 30s", after: &queue.Tally{HandedBack: 1, Redelivered: 1, Solo: 2, SoloDone: 1}, reads: 1},
+		{name: "one delivery without outcome: runs with the others", run: transient, deliveries: 2,
+			settled: "nak 30s", after: &queue.Tally{Redelivered: 1}, reads: 1},
+		{name: "a solo run that fails is counted as done", run: transient, deliveries: 3, redelivery: patient,
+			settled: "nak 1s", after: &queue.Tally{Redelivered: 1, Solo: 1, SoloDone: 1}, reads: 1},
+		{name: "one solo crash, under the limit: runs alone again", run: transient, deliveries: 4, before: &queue.Tally{Solo: 1}, redelivery: patient,
+			settled: "nak 1s", after: &queue.Tally{Redelivered: 1, Solo: 2, SoloDone: 1}, reads: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -160,7 +164,7 @@ func TestLedgerOutcomes(t *testing.T) {
 			if retry == nil {
 				retry = resilience.None()
 			}
-			w := New(Options{Registry: nodes(c.run), Ledger: l, Retry: retry, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			w := New(Options{Registry: nodes(c.run), Ledger: l, Retry: retry, Redelivery: c.redelivery, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			msg := newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, c.deliveries)
 			stopping, stop := context.WithCancel(context.Background())
 			if c.stopping {
@@ -244,6 +248,86 @@ func TestIsolation(t *testing.T) {
 			t.Fatalf("after a cancelled wait: %v", err)
 		} else {
 			l()
+		}
+	})
+}
+
+// lossyAckMsg is a fakeMsg whose first confirmed acks fail, as when the
+// connection or the consumer's leader is lost while the ack is on its way.
+type lossyAckMsg struct {
+	*fakeMsg
+	fail       []error
+	sends      int
+	inProgress int
+}
+
+func (m *lossyAckMsg) DoubleAck(ctx context.Context) error {
+	m.mu.Lock()
+	m.sends++
+	var err error
+	if len(m.fail) > 0 {
+		err, m.fail = m.fail[0], m.fail[1:]
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.settle("ack")
+}
+
+func (m *lossyAckMsg) InProgress() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inProgress++
+	return nil
+}
+
+// An ack the server did not confirm is sent again, to the same subject,
+// until it is confirmed, while progress keeps the delivery held: the task
+// is settled without running again. Within AckWait only: after it the
+// server has redelivered the task anyway.
+func TestAckResentUntilConfirmed(t *testing.T) {
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ok := func() error { return nil }
+	t.Run("confirmed after reconnect", func(t *testing.T) {
+		l := &fakeLedger{tallies: map[uint64]queue.Tally{42: {HandedBack: 1}}}
+		w := New(Options{Registry: nodes(ok), Ledger: l, Retry: resilience.None(), AckWait: 900 * time.Millisecond, Logger: discard})
+		msg := &lossyAckMsg{fakeMsg: newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, 2),
+			fail: []error{context.DeadlineExceeded, nats.ErrNoResponders, nats.ErrNoResponders}}
+		w.Handle(context.Background(), queue.Delivery{Msg: msg})
+		if got := msg.settlement(); len(got) != 1 || got[0] != "ack" || msg.sends != 4 {
+			t.Fatalf("settled %v after %d sends; want [ack] after 4", got, msg.sends)
+		}
+		if _, has := l.tallies[42]; has {
+			t.Fatal("a confirmed ack left the ledger entry")
+		}
+		if msg.inProgress == 0 {
+			t.Fatal("no progress sent while the ack was sent again")
+		}
+	})
+	t.Run("given up after AckWait", func(t *testing.T) {
+		l := &fakeLedger{tallies: map[uint64]queue.Tally{42: {HandedBack: 1}}}
+		w := New(Options{Registry: nodes(ok), Ledger: l, Retry: resilience.None(), AckWait: 300 * time.Millisecond, Logger: discard})
+		fail := make([]error, 100)
+		for i := range fail {
+			fail[i] = nats.ErrNoResponders
+		}
+		msg := &lossyAckMsg{fakeMsg: newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, 2), fail: fail}
+		start := time.Now()
+		w.Handle(context.Background(), queue.Delivery{Msg: msg})
+		if took := time.Since(start); took > 5*time.Second || len(msg.settlement()) != 0 || msg.sends < 2 {
+			t.Fatalf("settled %v after %d sends in %v; want nothing, at least 2 sends, within AckWait", msg.settlement(), msg.sends, took)
+		}
+		if _, has := l.tallies[42]; !has {
+			t.Fatal("an unconfirmed ack forgot the ledger entry")
+		}
+	})
+	t.Run("connection closed", func(t *testing.T) {
+		w := New(Options{Registry: nodes(ok), Retry: resilience.None(), AckWait: time.Hour, Logger: discard})
+		msg := &lossyAckMsg{fakeMsg: newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, 1), fail: []error{nats.ErrConnectionClosed}}
+		w.Handle(context.Background(), queue.Delivery{Msg: msg})
+		if msg.sends != 1 {
+			t.Fatalf("%d sends on a closed connection; want 1", msg.sends)
 		}
 	})
 }
