@@ -297,7 +297,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	w := worker.New(worker.Options{
 		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Replies: replies, MaskHeaders: cfg.DLQ.MaskHeaders,
-		MaxPayload: int(maxBody), AckWait: cfg.Consumer.AckWait, AckAsync: cfg.Consumer.Ack == "async", Logger: log,
+		MaxPayload: int(maxBody), AckWait: ackWait(cfg.Consumer.AckWait, cons), AckAsync: cfg.Consumer.Ack == "async", Logger: log,
 		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
 		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
 	})
@@ -321,6 +321,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Warn("flush before close", "err", err)
 	}
 	return nil
+}
+
+// ackWait is the shorter of the configured ack_wait and the one the
+// consumer has on the server (which this user may not have been allowed to
+// change, or another process changed).
+func ackWait(configured time.Duration, cons jetstream.Consumer) time.Duration {
+	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		return min(configured, info.Config.AckWait)
+	}
+	return configured
 }
 
 // breakerLogger logs breaker state changes: an open breaker pauses pulling.

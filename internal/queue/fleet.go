@@ -54,9 +54,12 @@ func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n Names, id st
 	n = n.WithDefaults()
 	var kv jetstream.KeyValue
 	err := retryCreate(ctx, log, "fleet breaker bucket "+BreakerBucket, func(ctx context.Context) error {
-		var err error
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BreakerBucket, Description: "nodeq fleet-wide circuit breakers", History: 1})
-		return err
+		// Several API calls: a denial of any of them fails at once.
+		return apiCall(ctx, js, "", func(ctx context.Context) error {
+			var err error
+			kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BreakerBucket, Description: "nodeq fleet-wide circuit breakers", History: 1})
+			return err
+		})
 	})
 	if err != nil {
 		return nil, err

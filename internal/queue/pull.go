@@ -333,6 +333,8 @@ pulling:
 				}
 			case got == 0:
 				backoff(err) // keep the slots while backing off, so the loop cannot spin
+			default:
+				failed(err) // ended early after some messages (a leadership change): no wait
 			}
 			release(n - got)
 		}()

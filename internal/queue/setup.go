@@ -515,7 +515,8 @@ var deniedSubject = regexp.MustCompile(`Publish to "([^"]+)"`)
 
 // deniedAPI reports whether err is the server refusing a publish to the
 // JetStream API subject ending in api (with any API prefix, and any
-// further tokens, as a consumer create request carries its filter).
+// further tokens, as a consumer create request carries its filter); an
+// empty api matches any JetStream or Key-Value subject.
 func deniedAPI(err error, api string) bool {
 	if err == nil || !errors.Is(err, nats.ErrPermissionViolation) {
 		return false
@@ -523,6 +524,9 @@ func deniedAPI(err error, api string) bool {
 	m := deniedSubject.FindStringSubmatch(err.Error())
 	if m == nil {
 		return false
+	}
+	if api == "" { // any JetStream or Key-Value API subject
+		return strings.HasPrefix(m[1], "$JS.") || strings.HasPrefix(m[1], "$KV.")
 	}
 	i := strings.Index(m[1], "."+api)
 	if i < 0 {
@@ -607,6 +611,10 @@ func retryCreate(ctx context.Context, log *slog.Logger, what string, f func(ctx 
 		if !transientSetupError(err) {
 			return err
 		}
+		if briefTransient(err) && time.Since(start) > briefRetry {
+			return fmt.Errorf("%w (still so after %v: not a leader election; is JetStream enabled on the server and for this account?)",
+				err, time.Since(start).Round(time.Millisecond))
+		}
 		giveUp := func() error {
 			return fmt.Errorf("%w (gave up after %d attempts in %v: %w)", err, attempt+1, time.Since(start).Round(time.Millisecond), ctx.Err())
 		}
@@ -647,6 +655,24 @@ func waitingFor(err error) string {
 		return "" // name in use, consumer exists: another process was creating it
 	}
 	return "waiting for the JetStream cluster to elect a leader"
+}
+
+// briefRetry is how long errors that a leader election can cause, but
+// that also have lasting causes, are retried: no responders (also: JetStream
+// not enabled), and 503 errors other than "temporarily unavailable" (also:
+// insufficient resources).
+const briefRetry = 15 * time.Second
+
+// jsClusterNotAvailable is the API error code of "JetStream system
+// temporarily unavailable", the 503 of a cluster without a leader.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
+
+func briefTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 && apiErr.ErrorCode != jsClusterNotAvailable
+	}
+	return errors.Is(err, nats.ErrNoResponders)
 }
 
 func transientSetupError(err error) bool {

@@ -461,7 +461,10 @@ func (w *Worker) decode(msg jetstream.Msg) (*task.Envelope, *failure) {
 // keepAlive sends InProgress at a third of AckWait until the returned func
 // is called. It uses a self-rearming timer, not a goroutine per task.
 func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
-	interval := max(w.o.AckWait/3, 100*time.Millisecond)
+	// At most every maxKeepAlive whatever AckWait says: a consumer whose
+	// ack_wait another process lowered since this one started (an upgrade
+	// rolling through the fleet) still hears from this one in time.
+	interval := min(max(w.o.AckWait/3, 100*time.Millisecond), maxKeepAlive)
 	var mu sync.Mutex
 	stopped := false
 	var timer *time.Timer
@@ -599,6 +602,9 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 	w.o.Metrics.Attempts(w.label(rec.NodeType), f.attempts)
 	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
 }
+
+// maxKeepAlive caps the interval of keepAlive's progress signals.
+const maxKeepAlive = 3 * time.Second
 
 // maxStoreWait caps the wait between two tries to store a refused record,
 // and maxHandBackDelay the delay of a task handed back because too many
