@@ -73,16 +73,7 @@ func TestPullBatchTellsTasksFromStatuses(t *testing.T) {
 // The acknowledgements a pulled message sends are JetStream's, and a final
 // one is sent once.
 func TestPulledMsgAckProtocol(t *testing.T) {
-	srv, err := StartEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, _ := testServer(t)
 	got, err := nc.SubscribeSync("$JS.ACK.S.C.>")
 	if err != nil {
 		t.Fatal(err)

@@ -27,16 +27,7 @@ func echoTasks(prefix string, n int) func(func(*task.Envelope) bool) {
 // answers, with the tasks reported Unconfirmed; when ctx ends, likewise.
 // Tasks a stream stores are confirmed.
 func TestPublishAllAckTimeout(t *testing.T) {
-	srv, err := StartEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, _ := testServer(t)
 	// No stream, but a plain subscriber: the server answers nothing.
 	if _, err := nc.Subscribe("tasks.>", func(*nats.Msg) {}); err != nil {
 		t.Fatal(err)

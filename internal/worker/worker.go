@@ -759,16 +759,8 @@ func (w *Worker) reportHeld() {
 	}
 }
 
-// Held reports how many tasks this process holds because the dead-letter
-// stream refused their records, and the last refusal.
-func (w *Worker) Held() (int, error) {
-	w.held.mu.Lock()
-	defer w.held.mu.Unlock()
-	return w.held.n, w.held.lastErr
-}
-
 // lookUp reads the ledger for a task delivered before. It returns a
-// failure when too many earlier deliveries ended without an outcome.
+// failure when too many of its solo runs ended without an outcome.
 func (w *Worker) lookUp(j *job, log taskLog) *failure {
 	if w.o.Ledger == nil || j.deliveries <= 1 || j.seq == 0 {
 		return nil
