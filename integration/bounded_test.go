@@ -223,12 +223,7 @@ func TestFullDLQKeepsOutcome(t *testing.T) {
 	}
 
 	var runs atomic.Int64
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
-	_ = reg.Register(exec.Node{Type: "broken", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
-		runs.Add(1)
-		return nil, resilience.Errorf(resilience.Manifest, "width must be positive")
-	})})
+	reg := brokenRegistry(&runs)
 	var errorLines atomic.Int64
 	log := slog.New(countingHandler{testLogger(t).Handler(), slog.LevelError, &errorLines})
 	res := e.collectResults()
@@ -254,11 +249,7 @@ func TestFullDLQKeepsOutcome(t *testing.T) {
 	}
 	t.Logf("producer status:\n%s", out)
 	// The other workers still run tasks that succeed.
-	for i := range 20 {
-		id := fmt.Sprintf("echo-%d", i)
-		ids = append(ids, id)
-		e.publish(&task.Envelope{ID: id, NodeType: "echo", ReplyTo: "results." + id, Payload: []byte("x")})
-	}
+	ids = append(ids, e.publishEchoes("echo", 20)...)
 	eventually(t, 10*time.Second, "every echo task done while the broken ones are held", func() bool {
 		n, _, _ := res.count()
 		return n == 20
@@ -491,11 +482,7 @@ func TestHostileParamsBounded(t *testing.T) {
 func TestFullDLQHoldsAtMostHalfTheWorkers(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{DLQMaxBytes: 64}) // too small for any record
 	ctx := context.Background()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
-	_ = reg.Register(exec.Node{Type: "broken", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
-		return nil, resilience.Errorf(resilience.Manifest, "width must be positive")
-	})})
+	reg := brokenRegistry(nil)
 	promReg := prometheus.NewRegistry()
 	res := e.collectResults()
 	r := e.start(reg, runnerOpts{workers: 4, retryDelay: 50 * time.Millisecond, metrics: metrics.New(promReg)})
@@ -506,11 +493,7 @@ func TestFullDLQHoldsAtMostHalfTheWorkers(t *testing.T) {
 		e.publish(&task.Envelope{ID: id, NodeType: "broken"})
 	}
 	eventually(t, 10*time.Second, "two tasks held", func() bool { return gaugeValue(t, promReg, "nodeq_dlq_held_tasks") == 2 })
-	for i := range 20 {
-		id := fmt.Sprintf("echo-%d", i)
-		ids = append(ids, id)
-		e.publish(&task.Envelope{ID: id, NodeType: "echo", ReplyTo: "results." + id, Payload: []byte("x")})
-	}
+	ids = append(ids, e.publishEchoes("echo", 20)...)
 	eventually(t, 20*time.Second, "every echo task done while two workers hold records", func() bool {
 		n, _, _ := res.count()
 		return n == 20
@@ -529,4 +512,30 @@ func TestFullDLQHoldsAtMostHalfTheWorkers(t *testing.T) {
 	if lost != 0 || dups != 0 {
 		t.Fatalf("lost %d, duplicates %d", lost, dups)
 	}
+}
+
+// brokenRegistry runs echo and "broken", a node that always fails for
+// good (Manifest); runs, if set, counts broken's runs.
+func brokenRegistry(runs *atomic.Int64) *exec.Registry {
+	reg := exec.NewRegistry()
+	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
+	_ = reg.Register(exec.Node{Type: "broken", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
+		if runs != nil {
+			runs.Add(1)
+		}
+		return nil, resilience.Errorf(resilience.Manifest, "width must be positive")
+	})})
+	return reg
+}
+
+// publishEchoes publishes n echo tasks <prefix>-<i> asking for results on
+// results.<id>, and returns their ids.
+func (e *env) publishEchoes(prefix string, n int) []string {
+	e.t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+		e.publish(&task.Envelope{ID: ids[i], NodeType: "echo", ReplyTo: "results." + ids[i], Payload: []byte("x")})
+	}
+	return ids
 }
