@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/metrics"
@@ -24,7 +25,6 @@ import (
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
-	"github.com/nodeq/nodeq/internal/worker"
 )
 
 // env is one embedded server with nodeq's streams and consumer.
@@ -108,6 +108,8 @@ type runnerOpts struct {
 	maxMsgBytes     int64 // with maxInflight; default queue.PullMsgBytes of the stream's default max_msg_size
 	noLedger        bool  // run without the delivery ledger
 	onInflight      func(int64)
+	ack             string // consumer.ack; default confirmed
+	prefetch        int    // consumer.prefetch; 0: the default, -1: none
 }
 
 // pullWait is the test consumers' pull request expiry.
@@ -128,44 +130,49 @@ func (e *env) startWith(reg *exec.Registry, o runnerOpts, log *slog.Logger) *run
 	if o.workers == 0 {
 		o.workers = 4
 	}
+	// The production wiring, configured as the test asks.
+	cfg := config.Default()
+	cfg.Names = config.Names{TaskStream: e.names.TaskStream, TaskPrefix: e.names.TaskPrefix, DLQStream: e.names.DLQStream,
+		DLQPrefix: e.names.DLQPrefix, Consumer: e.names.Consumer}
+	cfg.Consumer.Workers, cfg.Consumer.PullWait, cfg.Consumer.PoisonAfter = o.workers, pullWait, o.poisonAfter
+	if o.poisonAfter == 0 {
+		cfg.Consumer.PoisonAfter = config.DefaultPoisonAfter
+	}
+	if o.shutdownTimeout > 0 {
+		cfg.Consumer.ShutdownTimeout = o.shutdownTimeout
+	}
+	if o.ackWait > 0 {
+		cfg.Consumer.AckWait = o.ackWait
+	}
+	if o.ack != "" {
+		cfg.Consumer.Ack = o.ack
+	}
+	if o.prefetch != 0 {
+		cfg.Consumer.Prefetch = max(o.prefetch, 0)
+	}
+	cfg.Consumer.MaxPayload = config.ByteSize(o.maxPayload)
 	// As an operator who keeps results in a stream of theirs would allow.
-	replies, err := queue.NewReplySubjects(e.names, []string{"_INBOX.>", "results.>"})
+	cfg.Consumer.ReplySubjects = []string{"_INBOX.>", "results.>"}
+	switch {
+	case o.maxInflight < 0:
+		cfg.Consumer.MaxInflightBytes = 0
+	case o.maxInflight > 0:
+		cfg.Consumer.MaxInflightBytes = config.ByteSize(o.maxInflight)
+	}
+	cfg.Breaker.FailureThreshold, cfg.Breaker.FailureRate = 0, 0 // only o.breaker
+	var redelivery *resilience.Redelivery
+	if o.redelivery.MaxDeliveries > 0 {
+		redelivery = &o.redelivery
+	}
+	c, err := consumer.New(context.Background(), consumer.Options{Config: cfg, Conn: e.nc, Logger: log, Metrics: o.metrics, Registry: reg,
+		Durable: e.cons, Breaker: o.breaker, Retry: o.retry, Redelivery: redelivery, RetryDelay: o.retryDelay, NoLedger: o.noLedger,
+		OnInflightBytes: o.onInflight, MsgBytes: o.maxMsgBytes})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var ledger worker.Ledger
-	if !o.noLedger {
-		l, err := queue.OpenDeliveryLedger(context.Background(), e.js, e.names, testLogger(e.t))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		ledger = l
-	}
-	w := worker.New(worker.Options{
-		Names: e.names, Registry: reg, DLQ: dlq.NewWriter(e.js, e.names.DLQPrefix), Replier: e.nc, Replies: replies,
-		MaxPayload: o.maxPayload, RetryDelay: o.retryDelay, Logger: log,
-		Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckWait: o.ackWait, Metrics: o.metrics,
-		Ledger: ledger, PoisonAfter: o.poisonAfter, MaxHeld: max(o.workers/2, 1),
-	})
-	var gate queue.Gate
-	if o.breaker != nil {
-		gate = o.breaker
-	}
-	if o.onInflight == nil {
-		o.onInflight = o.metrics.InFlightBytes
-	}
-	if o.maxInflight == 0 { // as the consumer runs by default
-		o.maxInflight = config.DefaultMaxInflightBytes
-	}
-	if o.maxInflight > 0 && o.maxMsgBytes == 0 {
-		o.maxMsgBytes = queue.PullMsgBytes(queue.DefaultMaxMsgSize)
-	}
-	p := queue.NewPuller(e.nc, e.cons, w.Handle, queue.PullOptions{Workers: o.workers, PullWait: pullWait,
-		ShutdownTimeout: o.shutdownTimeout, Gate: gate, Logger: log, HandBack: w.HandBack, OnPullFailure: o.metrics.PullFailure,
-		MaxInflightBytes: o.maxInflight, MaxMsgBytes: o.maxMsgBytes, OnInflightBytes: o.onInflight})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{cancel: cancel, done: make(chan bool, 1)}
-	go func() { r.done <- p.Run(ctx) }()
+	go func() { r.done <- c.Run(ctx) == nil }()
 	e.t.Cleanup(func() { r.stop() })
 	return r
 }

@@ -21,12 +21,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/consumer"
 	nodeqexec "github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
-	"github.com/nodeq/nodeq/internal/worker"
 )
 
 // The users of the least-privilege configuration in docs/security.md.
@@ -688,11 +688,17 @@ func TestLeastPrivConsumerWithoutUpdateRights(t *testing.T) {
 	// Run tasks in process over the consumer user's connection, as the consumer command does.
 	reg := nodeqexec.NewRegistry()
 	_ = reg.Register(nodeqexec.Node{Type: "echo", Executor: nodeqexec.Echo()})
-	w := worker.New(worker.Options{Names: names, Registry: reg, DLQ: dlq.NewWriter(c.js, names.DLQPrefix), Replier: c.nc, Logger: testLogger(t)})
-	p := queue.NewPuller(c.nc, cons, w.Handle, queue.PullOptions{Workers: 4, PullWait: pullWait, Logger: testLogger(t)})
+	cfg := config.Default()
+	cfg.Consumer.Workers, cfg.Consumer.PullWait = 4, pullWait
+	consumerCtx, cancelSetUp := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelSetUp()
+	run, err := consumer.New(consumerCtx, consumer.Options{Config: cfg, Conn: c.nc, Logger: testLogger(t), Registry: reg, Durable: cons})
+	if err != nil {
+		t.Fatalf("the consumer's wiring as %s: %v", lpConsumer, err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { p.Run(runCtx); close(done) }()
+	go func() { _ = run.Run(runCtx); close(done) }()
 	defer func() { stop(); <-done }()
 
 	prod := connectAs(t, srv, lpProducer)

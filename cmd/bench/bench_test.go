@@ -30,9 +30,9 @@ func TestRowsMeasure(t *testing.T) {
 	positive("raw async", v, err)
 	v, err = b.consumeRaw(ctx, n, true)
 	positive("raw double", v, err)
-	v, err = b.consumeNodeq(ctx, n, 4, true, nil)
+	v, err = b.consumeNodeq(ctx, n, 4, "async", nil)
 	positive("nodeq async", v, err)
-	v, err = b.consumeNodeq(ctx, n, 4, false, func(i int) task.Params {
+	v, err = b.consumeNodeq(ctx, n, 4, "", func(i int) task.Params {
 		if i%10 == 0 {
 			return task.Params{"kind": "Transport", "times": 1}
 		}
@@ -51,8 +51,9 @@ func TestRowsMeasure(t *testing.T) {
 	if err != nil || len(lat) != 100 || lat.pct(0.5) <= 0 {
 		t.Fatalf("latency: %d samples, %v", len(lat), err)
 	}
-	if react, err := b.breakerReaction(ctx); err != nil || react > time.Second {
-		t.Fatalf("breaker reaction %v, %v", react, err)
+	// After the trip no task starts, and the prefetched ones go back.
+	if react, late, err := b.breakerReaction(ctx); err != nil || react > time.Second || late != 0 {
+		t.Fatalf("breaker reaction %v, %d tasks started after the trip, %v", react, late, err)
 	}
 }
 

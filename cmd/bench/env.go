@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nodeq/nodeq/internal/dlq"
+	nconfig "github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/exec"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
-	"github.com/nodeq/nodeq/internal/worker"
 )
 
 // bench is one embedded server (file storage, default sync) shared by every row.
@@ -116,8 +116,8 @@ func (b *bench) publishAll(ctx context.Context, msgs []*nats.Msg) error {
 	}
 }
 
-// nodeq runs a nodeq consumer (Puller + Worker, as cmd/consumer wires them)
-// until stop is called; onSettled is called after each handled message.
+// nodeq runs a nodeq consumer (the composition root cmd/consumer runs,
+// in the bench process) until stop is called.
 type nodeq struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -129,29 +129,28 @@ type nodeqOpts struct {
 	retry      resilience.Policy
 	redelivery resilience.Redelivery
 	breaker    *resilience.Breaker
-	ackAsync   bool
+	ack        string // consumer.ack; default confirmed
 	onHandled  func(msg jetstream.Msg)
+	// onHandedBack is told of every task handed back unrun.
+	onHandedBack func(msg jetstream.Msg)
 }
 
-func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) *nodeq {
-	w := worker.New(worker.Options{Names: b.names, Registry: o.registry, DLQ: dlq.NewWriter(b.js, b.names.DLQPrefix),
-		Replier: b.nc, Logger: b.log, Retry: o.retry, Redelivery: o.redelivery, Breaker: o.breaker, AckAsync: o.ackAsync})
-	h := w.Handle
-	if o.onHandled != nil {
-		h = func(ctx context.Context, d queue.Delivery) {
-			w.Handle(ctx, d)
-			o.onHandled(d.Msg)
-		}
+func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) (*nodeq, error) {
+	cfg := nconfig.Default()
+	cfg.Consumer.Workers = o.workers
+	if o.ack != "" {
+		cfg.Consumer.Ack = o.ack
 	}
-	var gate queue.Gate
-	if o.breaker != nil {
-		gate = o.breaker
+	redelivery := o.redelivery
+	c, err := consumer.New(context.Background(), consumer.Options{Config: cfg, Conn: b.nc, Logger: b.log, Registry: o.registry, Durable: cons,
+		Breaker: o.breaker, Retry: o.retry, Redelivery: &redelivery, OnHandled: o.onHandled, OnHandedBack: o.onHandedBack})
+	if err != nil {
+		return nil, err
 	}
-	p := queue.NewPuller(b.nc, cons, h, queue.PullOptions{Workers: o.workers, Gate: gate, Logger: b.log})
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &nodeq{cancel: cancel, done: make(chan struct{})}
-	go func() { p.Run(ctx); close(n.done) }()
-	return n
+	go func() { _ = c.Run(ctx); close(n.done) }()
+	return n, nil
 }
 
 func (n *nodeq) stop() { n.cancel(); <-n.done }

@@ -2,9 +2,13 @@
 // runs next to a raw nats.go baseline on one embedded nats-server (file
 // storage, default sync), and prints a table (and JSON with --json).
 //
-//	go run ./cmd/bench            # about 3 minutes on 2 cores
+//	go run ./cmd/bench            # about 4 minutes on 2 cores, the external rows about 70 seconds of it
 //	go run ./cmd/bench --quick    # a smoke run: small, 1 repetition
 //	go run ./cmd/bench --hostile-memory  # only the worst-case memory mode, about 30 seconds
+//	go run ./cmd/bench --external-only   # only the rows of nats-server and the consumer binary as separate processes
+//
+// The full run ends with those external rows (external.go); --external=false
+// leaves them out.
 //
 // See docs/benchmarks.md.
 package main
@@ -15,9 +19,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -58,6 +64,11 @@ type config struct {
 	jsonOut    string
 	cpuProfile string
 	hostileMem bool
+	// external adds the external rows (nats-server and the consumer
+	// binary as processes) after the in-process ones; externalOnly runs
+	// only them.
+	external     bool
+	externalOnly bool
 }
 
 func main() {
@@ -68,11 +79,17 @@ func main() {
 	flag.StringVar(&c.jsonOut, "json", "", "also write the report as JSON to this file")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the nodeq 128-worker, async-ack consumption row")
 	flag.BoolVar(&c.hostileMem, "hostile-memory", false, "run only the worst-case memory mode: the consumer binary's peak RSS while every worker holds a hostile max-size task")
+	flag.BoolVar(&c.external, "external", true, "end with the external rows: a nats-server process and the consumer binary, as users run them, against a raw nats.go baseline over TCP")
+	flag.BoolVar(&c.externalOnly, "external-only", false, "run only the external rows")
 	flag.Parse()
 	if c.quick {
 		c.reps, c.minSeconds = 1, 0.2
 	}
-	rep, err := run(context.Background(), c, os.Stderr)
+	// A signal cancels the run: the child processes it started are killed
+	// and its temporary directory removed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	rep, err := run(ctx, c, os.Stderr)
+	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -121,12 +138,20 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	rep := &Report{When: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Reps: c.reps, MinSeconds: c.minSeconds}
+	if c.externalOnly {
+		rows, err := externalRows(ctx, c, planFor(c), dir, progress)
+		if err != nil {
+			return nil, err
+		}
+		rep.Rows = rows
+		return rep, nil
+	}
 	b, err := newBench(dir + "/store")
 	if err != nil {
 		return nil, err
 	}
 	defer b.close()
-	rep := &Report{When: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Reps: c.reps, MinSeconds: c.minSeconds}
 	step := func(name string) { fmt.Fprintf(progress, "measuring %s...\n", name) }
 	add := func(r Row, target string, met bool) {
 		if r.Baseline != 0 {
@@ -165,15 +190,12 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		return nil, err
 	}
 	var nodeq16 float64
-	for _, ackAsync := range []bool{true, false} {
+	for _, mode := range []struct{ ack, name string }{{"confirmed", "confirmed ack (default)"}, {"async", "async ack"}} {
 		for _, w := range []int{1, 4, 16, 128} {
-			mode, baseline, baseName, target := "sync ack", rawDouble, "raw Consume, DoubleAck one at a time", "> 1"
-			if ackAsync {
-				mode, baseline, baseName, target = "async ack", rawAsync, "raw Consume, async Ack", ">= 0.8"
-			}
-			step(fmt.Sprintf("nodeq consumption, %d workers, %s", w, mode))
+			baseline, baseName, target := rawAsync, "raw Consume, async Ack", ">= 0.8"
+			step(fmt.Sprintf("nodeq consumption, %d workers, %s", w, mode.name))
 			var stop func()
-			if w == 128 && ackAsync && c.cpuProfile != "" {
+			if w == 128 && mode.ack == "async" && c.cpuProfile != "" {
 				f, err := os.Create(c.cpuProfile)
 				if err != nil {
 					return nil, err
@@ -181,26 +203,23 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 				_ = pprof.StartCPUProfile(f)
 				stop = func() { pprof.StopCPUProfile(); f.Close() }
 			}
-			r, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, w, ackAsync, nil) })
+			r, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, w, mode.ack, nil) })
 			if stop != nil {
 				stop()
 			}
 			if err != nil {
 				return nil, err
 			}
-			if w == 16 && !ackAsync {
+			if w == 16 && mode.ack == "confirmed" {
 				nodeq16 = r
-			}
-			met := r >= 0.8*baseline
-			if !ackAsync {
-				met = r > baseline
 			}
 			if w != 16 {
 				target = ""
 			}
-			add(Row{Name: fmt.Sprintf("consume echo, %d workers, %s", w, mode), Unit: "msgs/s", Nodeq: r, Baseline: baseline, BaselineName: baseName}, target, met)
+			add(Row{Name: fmt.Sprintf("in-process: consume echo, %d workers, %s", w, mode.name), Unit: "msgs/s", Nodeq: r, Baseline: baseline, BaselineName: baseName}, target, r >= 0.8*baseline)
 		}
 	}
+	_ = rawDouble
 
 	step("latency")
 	rate := min(2000, nodeq16/2)
@@ -240,7 +259,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		return task.Params{"probability": 0}
 	}
 	healthy := func(int) task.Params { return task.Params{"probability": 0} }
-	base, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, false, healthy) })
+	base, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, "", healthy) })
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +267,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 		name   string
 		params func(int) task.Params
 	}{{"10% fail transiently once (1ms backoff), 16 workers", transient}, {"1% fail permanently (dead-lettered), 16 workers", permanent}} {
-		v, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, false, r.params) })
+		v, err := throughput(c, func(n int) (float64, error) { return b.consumeNodeq(ctx, n, 16, "", r.params) })
 		if err != nil {
 			return nil, err
 		}
@@ -278,16 +297,18 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 	add(Row{Name: "dlq replay", Unit: "records/s", Nodeq: rn, Baseline: rr, BaselineName: "raw PublishMsg, one at a time"}, ">= 0.5", rn >= 0.5*rr)
 
 	step("breaker reaction")
-	var reacts []float64
+	var reacts, started []float64
 	for range c.reps {
-		r, err := b.breakerReaction(ctx)
+		r, n, err := b.breakerReaction(ctx)
 		if err != nil {
 			return nil, err
 		}
 		reacts = append(reacts, float64(r)/float64(time.Millisecond))
+		started = append(started, float64(n))
 	}
-	react := median(reacts)
-	add(Row{Name: "breaker: trip to last message pulled", Unit: "ms", Nodeq: react, Baseline: 1000, BaselineName: "one pull (consumer.pull_wait)"}, "<= 1", react <= 1000)
+	react, late := median(reacts), median(started)
+	add(Row{Name: "breaker: trip to prefetched tasks handed back", Unit: "ms", Nodeq: react, Baseline: 100, BaselineName: "target"}, "<= 1", react <= 100)
+	add(Row{Name: "breaker: tasks started after the trip", Unit: "tasks", Nodeq: late, BaselineName: "target: none"}, "0", late == 0)
 
 	step("consumer memory")
 	pending := 10000
@@ -297,6 +318,14 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 	}
 	mib := float64(rss) / (1 << 20)
 	add(Row{Name: fmt.Sprintf("consumer peak RSS, %d tasks pending, 16 busy", pending), Unit: "MiB", Nodeq: mib, Baseline: 100, BaselineName: "target"}, "< 1", mib < 100)
+
+	if c.external {
+		rows, err := externalRows(ctx, c, planFor(c), dir, progress)
+		if err != nil {
+			return nil, err
+		}
+		rep.Rows = append(rep.Rows, rows...)
+	}
 	return rep, nil
 }
 

@@ -67,15 +67,18 @@ func (b *bench) prepare(ctx context.Context, n int, params func(int) task.Params
 }
 
 // consumeNodeq measures nodeq's consumer over n pre-published tasks.
-func (b *bench) consumeNodeq(ctx context.Context, n, workers int, ackAsync bool, params func(int) task.Params) (float64, error) {
+func (b *bench) consumeNodeq(ctx context.Context, n, workers int, ack string, params func(int) task.Params) (float64, error) {
 	cons, err := b.prepare(ctx, n, params)
 	if err != nil {
 		return 0, err
 	}
 	var count atomic.Int64
 	start := time.Now()
-	q := b.startNodeq(cons, nodeqOpts{workers: workers, registry: echoRegistry(), ackAsync: ackAsync, retry: resilience.Fixed(time.Millisecond, 3),
+	q, err := b.startNodeq(cons, nodeqOpts{workers: workers, registry: echoRegistry(), ack: ack, retry: resilience.Fixed(time.Millisecond, 3),
 		redelivery: resilience.Redelivery{MaxDeliveries: 1}, onHandled: func(jetstream.Msg) { count.Add(1) }})
+	if err != nil {
+		return 0, err
+	}
 	defer q.stop()
 	if err := waitCount(&count, int64(n), 5*time.Minute); err != nil {
 		return 0, err
@@ -127,7 +130,10 @@ func (b *bench) latency(ctx context.Context, rate float64, d time.Duration, raw 
 		}
 		defer cc.Stop()
 	} else {
-		q := b.startNodeq(cons, nodeqOpts{workers: 16, registry: echoRegistry(), onHandled: record})
+		q, err := b.startNodeq(cons, nodeqOpts{workers: 16, registry: echoRegistry(), onHandled: record})
+		if err != nil {
+			return nil, err
+		}
 		defer q.stop()
 	}
 	interval := time.Duration(float64(time.Second) / rate)
@@ -262,16 +268,19 @@ func (b *bench) replayRaw(ctx context.Context, n int) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// breakerReaction measures the time from the failure that trips the
-// breaker to the last task delivered to the consumer.
-func (b *bench) breakerReaction(ctx context.Context) (time.Duration, error) {
+// breakerReaction trips the breaker of a consumer with every worker busy
+// and its prefetch full, and measures the time from the trip to the last
+// prefetched task handed back to the stream, and how many tasks started
+// after the trip.
+func (b *bench) breakerReaction(ctx context.Context) (time.Duration, int, error) {
 	params := func(int) task.Params { return task.Params{"kind": "Transport"} }
 	cons, err := b.prepare(ctx, 3000, params)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var mu sync.Mutex
-	var tripped, lastDelivery time.Time
+	var tripped, lastHandBack time.Time
+	startedAfter := 0
 	br := resilience.NewBreaker(resilience.BreakerSettings{Cooldown: time.Hour, OnStateChange: func(_ string, _, to resilience.State) {
 		if to == resilience.Open {
 			mu.Lock()
@@ -286,25 +295,39 @@ func (b *bench) breakerReaction(ctx context.Context) (time.Duration, error) {
 		ex := node.Executor
 		_ = wrapped.Register(nexec.Node{Type: t, Executor: nexec.Func(func(c context.Context, e *task.Envelope) ([]byte, error) {
 			mu.Lock()
-			lastDelivery = time.Now()
+			if !tripped.IsZero() {
+				startedAfter++
+			}
 			mu.Unlock()
+			time.Sleep(5 * time.Millisecond) // every worker busy when the breaker trips
 			return ex.Execute(c, e)
 		})})
 	}
-	q := b.startNodeq(cons, nodeqOpts{workers: 16, registry: wrapped, breaker: br, retry: resilience.None(),
-		redelivery: resilience.Redelivery{MaxDeliveries: 1000, Backoff: []time.Duration{10 * time.Millisecond}}})
+	q, err := b.startNodeq(cons, nodeqOpts{workers: 16, registry: wrapped, breaker: br, retry: resilience.None(),
+		redelivery: resilience.Redelivery{MaxDeliveries: 1000, Backoff: []time.Duration{10 * time.Millisecond}},
+		onHandedBack: func(jetstream.Msg) {
+			mu.Lock()
+			lastHandBack = time.Now()
+			mu.Unlock()
+		}})
+	if err != nil {
+		return 0, 0, err
+	}
 	defer q.stop()
 	deadline := time.Now().Add(30 * time.Second)
 	for br.State() != resilience.Open {
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("breaker did not open")
+			return 0, 0, fmt.Errorf("breaker did not open")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(2 * time.Second) // anything still coming would arrive by now
 	mu.Lock()
 	defer mu.Unlock()
-	return max(lastDelivery.Sub(tripped), 0), nil
+	if lastHandBack.IsZero() {
+		return 0, 0, fmt.Errorf("no prefetched task was handed back at the trip")
+	}
+	return max(lastHandBack.Sub(tripped), 0), startedAfter, nil
 }
 
 // consumerRSS runs the consumer binary against the bench server with

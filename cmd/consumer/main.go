@@ -13,17 +13,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/config"
-	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/metrics"
+	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/queue"
-	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/version"
 	"github.com/nodeq/nodeq/internal/worker"
 )
@@ -33,6 +29,9 @@ const (
 	exitOK     = 0
 	exitFailed = 1 // could not start or run: NATS unreachable, stream setup failed
 	exitConfig = 2 // bad flags or configuration
+	// exitInterrupted: stopped on a signal, but the shutdown timeout cut
+	// in-flight tasks short (they were handed back and run again elsewhere).
+	exitInterrupted = 3
 )
 
 func main() {
@@ -87,6 +86,9 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 			}
 			if err := serve(ctx, cfg, newLogger(stderr, cfg.Log)); err != nil {
 				code = exitFailed
+				if errors.Is(err, consumer.ErrInterrupted) {
+					code = exitInterrupted
+				}
 				return err
 			}
 			return nil
@@ -97,7 +99,7 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 	fl.StringVar(&f.natsURL, "nats-url", "", "NATS server URL(s), comma-separated; empty starts an embedded server; env NATS_URL")
 	fl.StringVar(&f.listen, "listen", "", "embedded server client address host:port, port 0 picks a free one (default 127.0.0.1:4222)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "embedded server store directory (default ./nodeq-data)")
-	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default 4)")
+	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default 16)")
 	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default text)")
 	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on host:port at /metrics (default off)")
@@ -215,141 +217,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	names := cfg.QueueNames()
-	maxTask, err := taskSizeLimit(cfg, nc.MaxPayload())
-	if err != nil {
-		return err
-	}
-	maxBody := int64(cfg.Consumer.MaxPayload)
-	if maxBody == 0 || maxBody > maxTask {
-		maxBody = maxTask
-	}
-	replies, err := queue.NewReplySubjects(names, cfg.Consumer.ReplySubjects)
-	if err != nil {
-		return err
-	}
 	// Set-up waits out concurrent creators and a cluster electing its
 	// leaders, up to consumer.startup_timeout in all.
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
-	setupErr := func(err error) error {
-		if ctx.Err() == nil && errors.Is(setupCtx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("JetStream set-up did not finish within consumer.startup_timeout (%v): %w", cfg.Consumer.StartupTimeout, err)
-		}
+	c, err := consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: registry})
+	if err != nil {
 		return err
 	}
-	if err := queue.EnsureStreams(setupCtx, js, names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
-		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(maxTask), Logger: log}); err != nil {
-		return setupErr(err)
-	}
-	if err := checkTaskStream(setupCtx, js, names, maxTask, log); err != nil {
-		return setupErr(err)
-	}
-	cons, err := queue.EnsureConsumer(setupCtx, js, names, queue.ConsumerOptions{AckWait: cfg.Consumer.AckWait, MaxAckPending: cfg.Consumer.MaxAckPending, Logger: log})
-	if err != nil {
-		return setupErr(err)
-	}
-	m.DLQDepth(func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := js.Stream(ctx, names.DLQStream)
-		if err != nil {
-			return -1
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return -1
-		}
-		return float64(info.State.Msgs)
-	})
-	var breaker *resilience.Breaker
-	var gate queue.Gate
-	if bs, on := cfg.BreakerSettings(); on {
-		bs.Name = names.Consumer
-		bs.OnStateChange = breakerLogger(log, cfg, m)
-		var fleet *queue.FleetBreaker
-		if cfg.Breaker.Scope == "fleet" {
-			if fleet, err = queue.NewFleetBreaker(setupCtx, js, names, worker.DefaultID(), log); err != nil {
-				return setupErr(fmt.Errorf("fleet breaker: %w", err))
-			}
-			if bs.MaxCooldown > 0 {
-				fleet.MaxCooldown = bs.MaxCooldown
-			}
-			bs.Shared = fleet
-		}
-		breaker = resilience.NewBreaker(bs)
-		gate = breaker
-		if fleet != nil {
-			watchCtx, stopWatch := context.WithCancel(context.Background())
-			defer stopWatch()
-			if err := fleet.Watch(watchCtx, breaker); err != nil {
-				return fmt.Errorf("fleet breaker: %w", err)
-			}
-		}
-	}
-	ledger, err := queue.OpenDeliveryLedger(setupCtx, js, names, log)
-	if err != nil {
-		return setupErr(err)
-	}
-	w := worker.New(worker.Options{
-		Names: names, Registry: registry, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Replies: replies, MaskHeaders: cfg.DLQ.MaskHeaders,
-		MaxPayload: int(maxBody), AckWait: ackWait(cfg.Consumer.AckWait, cons), AckAsync: cfg.Consumer.Ack == "async", Logger: log,
-		Retry: cfg.RetryPolicy(), Redelivery: cfg.RedeliveryPolicy(), Breaker: breaker, Metrics: m,
-		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
-	})
-	p := queue.NewPuller(nc, cons, w.Handle, queue.PullOptions{Workers: cfg.Consumer.Workers, PullWait: cfg.Consumer.PullWait,
-		ShutdownTimeout: cfg.Consumer.ShutdownTimeout, Gate: gate, Logger: log, OnPull: m.Pull, OnPullFailure: m.PullFailure, HandBack: w.HandBack,
-		MaxInflightBytes: int64(cfg.Consumer.MaxInflightBytes), MaxMsgBytes: queue.PullMsgBytes(maxTask), OnInflightBytes: m.InFlightBytes})
-	log.Info("consumer ready", "nats_url", queue.RedactURLs(url), "stream", names.TaskStream, "consumer", names.Consumer,
-		"subjects", names.TaskPrefix+".>", "workers", cfg.Consumer.Workers, "node_types", strings.Join(registry.Types(), ","), "version", version.String())
 	probe.setReady(func() bool { return nc.IsConnected() })
 	go func() {
 		<-ctx.Done()
 		probe.setReady(nil)
-		log.Info("shutting down: pulling stopped, waiting for in-flight tasks", "timeout", cfg.Consumer.ShutdownTimeout)
 	}()
-	finished := p.Run(ctx)
-	if !finished {
-		log.Warn("some in-flight tasks were interrupted and handed back for redelivery")
-	}
-	log.Info("consumer stopped", "clean", finished)
-	if err := nc.FlushTimeout(2 * time.Second); err != nil {
-		log.Warn("flush before close", "err", err)
-	}
-	return nil
-}
-
-// ackWait is the shorter of the configured ack_wait and the one the
-// consumer has on the server (which this user may not have been allowed to
-// change, or another process changed).
-func ackWait(configured time.Duration, cons jetstream.Consumer) time.Duration {
-	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
-		return min(configured, info.Config.AckWait)
-	}
-	return configured
-}
-
-// breakerLogger logs breaker state changes: an open breaker pauses pulling.
-func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics) func(name string, from, to resilience.State) {
-	return func(name string, from, to resilience.State) {
-		m.Breaker(name, int(to), to.String())
-		m.Paused(name, to == resilience.Open)
-		l := log.With("subscription", name, "from", from.String(), "to", to.String())
-		switch to {
-		case resilience.Open:
-			attrs := []any{"failure_threshold", cfg.Breaker.FailureThreshold}
-			if b := cfg.Breaker; b.FailureRate > 0 {
-				attrs = append(attrs, "failure_rate", b.FailureRate, "min_requests", b.MinRequests, "window", b.Window.String())
-			}
-			l.Error("circuit breaker opened: pulling paused", attrs...)
-		case resilience.HalfOpen:
-			l.Warn("circuit breaker half-open: one probe task may run")
-		case resilience.Closed:
-			l.Info("circuit breaker closed: pulling resumed")
-		}
-	}
+	return c.Run(ctx)
 }

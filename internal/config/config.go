@@ -16,6 +16,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 )
 
 // Config is the consumer's whole configuration.
@@ -106,8 +107,11 @@ type Consumer struct {
 	// MaxPayload caps a task's body before it is decoded; 0 means
 	// streams.max_msg_size.
 	MaxPayload ByteSize `yaml:"max_payload"`
-	// Ack is "sync" (wait for the server to confirm each ack) or "async".
+	// Ack is how tasks are acked: AckConfirmed (the default), AckSync or AckAsync.
 	Ack string `yaml:"ack"`
+	// Prefetch is how many delivered tasks may wait for a worker, kept
+	// alive, so that a worker that frees up finds its next task there.
+	Prefetch int `yaml:"prefetch"`
 	// ReplySubjects are the subject filters a task's reply_to must match
 	// (default _INBOX.>). $-subjects and nodeq's task and dead-letter
 	// subjects are refused whatever this says.
@@ -121,8 +125,23 @@ type Consumer struct {
 	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
 }
 
-// Defaults of consumer.poison_after and consumer.max_inflight_bytes.
+// Values of consumer.ack.
 const (
+	// AckConfirmed: a worker sends its ack and goes on; the server's
+	// confirmation is collected off its path, and an ack not confirmed in
+	// time is sent again, logged and counted.
+	AckConfirmed = "confirmed"
+	// AckSync: a worker waits for each ack's confirmation.
+	AckSync = "sync"
+	// AckAsync: acks are not confirmed; a lost one means the task runs again.
+	AckAsync = "async"
+)
+
+// Defaults of consumer.workers, consumer.prefetch, consumer.poison_after
+// and consumer.max_inflight_bytes.
+const (
+	DefaultWorkers          = 16
+	DefaultPrefetch         = 32
 	DefaultPoisonAfter      = 3
 	DefaultMaxInflightBytes = 64 << 20
 )
@@ -203,15 +222,15 @@ func Default() *Config {
 		Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "./nodeq-data"},
 		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
 		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes},
-		Consumer: Consumer{Workers: 4, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, StartupTimeout: 2 * time.Minute, Ack: "sync", ReplySubjects: queue.DefaultReplySubjects,
+		Consumer: Consumer{Workers: DefaultWorkers, Prefetch: DefaultPrefetch, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
+			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, StartupTimeout: 2 * time.Minute, Ack: AckConfirmed, ReplySubjects: queue.DefaultReplySubjects,
 			PoisonAfter: DefaultPoisonAfter, MaxInflightBytes: DefaultMaxInflightBytes},
 		DLQ:        DLQ{MaskHeaders: dlq.DefaultMaskedHeaders},
 		Log:        Log{Level: "info", Format: "text"},
 		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
 		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},
 		Breaker: Breaker{FailureThreshold: 5, MinRequests: 20, Window: time.Minute,
-			Cooldown: 30 * time.Second, MaxCooldown: 5 * time.Minute, Scope: "process"},
+			Cooldown: resilience.DefaultCooldown, MaxCooldown: resilience.DefaultMaxCooldown, Scope: "process"},
 		Nodes: DefaultNodes(),
 	}
 }

@@ -179,7 +179,7 @@ nodes:
 		t.Fatalf("redelivery %+v", rd)
 	}
 	bs, on := cfg.BreakerSettings()
-	if !on || bs.Cooldown != 10*time.Second || bs.MaxCooldown != 5*time.Minute || !bs.ReadyToTrip(resilience.Counts{ConsecutiveFailures: 3}) {
+	if !on || bs.Cooldown != 10*time.Second || bs.MaxCooldown != 30*time.Second || !bs.ReadyToTrip(resilience.Counts{ConsecutiveFailures: 3}) {
 		t.Fatalf("breaker %+v", bs)
 	}
 	r, _ := cfg.Registry()

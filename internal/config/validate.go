@@ -67,16 +67,21 @@ func (c *Config) Validate() error {
 	if c.Consumer.AckWait < time.Second {
 		bad("consumer.ack_wait", "%v is under 1s", c.Consumer.AckWait)
 	}
-	if c.Consumer.MaxAckPending < c.Consumer.Workers {
-		bad("consumer.max_ack_pending", "%d is less than consumer.workers (%d): workers would sit idle", c.Consumer.MaxAckPending, c.Consumer.Workers)
+	if c.Consumer.MaxAckPending < c.Consumer.Workers+c.Consumer.Prefetch {
+		bad("consumer.max_ack_pending", "%d is less than consumer.workers + consumer.prefetch (%d): workers would sit idle", c.Consumer.MaxAckPending, c.Consumer.Workers+c.Consumer.Prefetch)
 	}
 	if c.Consumer.PullWait < 100*time.Millisecond || c.Consumer.PullWait > time.Minute {
 		bad("consumer.pull_wait", "%v is outside 100ms..1m", c.Consumer.PullWait)
 	}
 	positiveDur("consumer.shutdown_timeout", c.Consumer.ShutdownTimeout)
 	positiveDur("consumer.startup_timeout", c.Consumer.StartupTimeout)
-	if c.Consumer.Ack != "sync" && c.Consumer.Ack != "async" {
-		bad("consumer.ack", "%q: want sync or async", c.Consumer.Ack)
+	switch c.Consumer.Ack {
+	case AckConfirmed, AckSync, AckAsync:
+	default:
+		bad("consumer.ack", "%q: want confirmed, sync or async", c.Consumer.Ack)
+	}
+	if c.Consumer.Prefetch < 0 || c.Consumer.Prefetch > 1024 {
+		bad("consumer.prefetch", "%d: want 0 to 1024", c.Consumer.Prefetch)
 	}
 	if c.Consumer.MaxPayload < 0 {
 		bad("consumer.max_payload", "must not be negative (0 means streams.max_msg_size)")

@@ -36,6 +36,9 @@ type Metrics struct {
 	heldRecords        prometheus.Gauge
 	inFlightBytes      prometheus.Gauge
 	pullFailures       *prometheus.CounterVec
+	prefetched         prometheus.Gauge
+	ackResends         prometheus.Counter
+	acksUnconfirmed    prometheus.Counter
 	reg                prometheus.Registerer
 }
 
@@ -90,8 +93,21 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "nodeq_pull_failures_total",
 		Help: "Failed pull requests by cause (no_responders, leadership_change, consumer_deleted, server_shutdown, timeout, disconnected, other_status, other).",
 	}, []string{"cause"})
+	m.prefetched = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "nodeq_tasks_prefetched",
+		Help: "Tasks delivered to this process that wait for a worker (consumer.prefetch bounds them).",
+	})
+	m.ackResends = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nodeq_ack_resends_total",
+		Help: "Acks sent again because the server had not confirmed them in time.",
+	})
+	m.acksUnconfirmed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nodeq_acks_unconfirmed_total",
+		Help: "Acks the server never confirmed within ack_wait: their tasks may run again.",
+	})
 	m.reg = reg
-	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords, m.inFlightBytes, m.pullFailures)
+	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords,
+		m.inFlightBytes, m.pullFailures, m.prefetched, m.ackResends, m.acksUnconfirmed)
 	return m
 }
 
@@ -135,6 +151,36 @@ func (m *Metrics) Breaker(subscription string, state int, to string) {
 	if m != nil {
 		m.breakerState.WithLabelValues(subscription).Set(float64(state))
 		m.breakerTransitions.WithLabelValues(subscription, to).Inc()
+	}
+}
+
+// BreakerStarted shows a subscription's breaker as closed and its pulling
+// as not paused from start-up, before any transition.
+func (m *Metrics) BreakerStarted(subscription string) {
+	if m != nil {
+		m.breakerState.WithLabelValues(subscription).Set(0)
+		m.paused.WithLabelValues(subscription).Set(0)
+	}
+}
+
+// Prefetched sets the gauge of delivered tasks waiting for a worker.
+func (m *Metrics) Prefetched(n int) {
+	if m != nil {
+		m.prefetched.Set(float64(n))
+	}
+}
+
+// AckResent counts an ack sent again.
+func (m *Metrics) AckResent() {
+	if m != nil {
+		m.ackResends.Inc()
+	}
+}
+
+// AckUnconfirmed counts an ack the server never confirmed.
+func (m *Metrics) AckUnconfirmed() {
+	if m != nil {
+		m.acksUnconfirmed.Inc()
 	}
 }
 

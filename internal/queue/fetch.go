@@ -17,8 +17,12 @@ import (
 // from a stream. The server sets it; a producer cannot.
 const ackPrefix = "$JS.ACK."
 
-// pullInbox sends a Puller's pull requests for a durable consumer,
-// each answered on a subscription of its own.
+// pullInbox sends a Puller's pull requests for a durable consumer. Each
+// request is answered on an inbox subscription of its own, taken from a
+// pool and returned when the request ends: a pull costs one publish, not a
+// subscription, a goroutine and an unsubscribe. JetStream delivers a task
+// with the subject it was published on, so only the subscription it comes
+// on tells which request it answers; hence one open request per inbox.
 //
 // nats.go's Fetch is not used because it decides whether a message is a
 // task or a status of the server by its content: an empty message with a
@@ -31,6 +35,20 @@ type pullInbox struct {
 	nc      *nats.Conn
 	next    string              // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
 	onStray func(jetstream.Msg) // takes messages that came too late for their request
+
+	mu     sync.Mutex
+	free   []*inboxSub // subscribed, no request open
+	all    map[*inboxSub]struct{}
+	closed bool
+}
+
+// inboxSub is one subscription of the pool and the request it answers.
+type inboxSub struct {
+	in      *pullInbox
+	subject string
+	sub     *nats.Subscription
+	mu      sync.Mutex
+	current *pullBatch // nil between requests
 }
 
 // pullBatch is the answer to one pull request: up to n messages, then the
@@ -38,13 +56,18 @@ type pullInbox struct {
 // the request expiring with fewer messages.
 type pullBatch struct {
 	in        *pullInbox
-	sub       *nats.Subscription
+	on        *inboxSub // nil in tests
 	mu        sync.Mutex
 	msgs      chan jetstream.Msg
 	remaining int
 	done      bool
 	err       error
 	timer     *time.Timer
+	// In push mode (fetchTo) messages go to arrive as they come, on the
+	// subscription's goroutine, and end is told why the request ended;
+	// msgs is nil.
+	arrive func(jetstream.Msg)
+	end    func(error)
 }
 
 // Messages returns the batch's messages; the channel closes when the
@@ -57,30 +80,121 @@ func (b *pullBatch) Error() error { return b.err }
 
 // newPullInbox returns a pullInbox for the given stream and durable consumer.
 func newPullInbox(nc *nats.Conn, stream, consumer string, onStray func(jetstream.Msg)) *pullInbox {
-	return &pullInbox{nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, onStray: onStray}
+	return &pullInbox{nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, onStray: onStray, all: map[*inboxSub]struct{}{}}
+}
+
+// take returns a subscription with no open request, subscribing a new one
+// when none is free.
+func (in *pullInbox) take() (*inboxSub, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return nil, nats.ErrConnectionClosed
+	}
+	if n := len(in.free); n > 0 {
+		s := in.free[n-1]
+		in.free = in.free[:n-1]
+		return s, nil
+	}
+	s := &inboxSub{in: in, subject: in.nc.NewInbox()}
+	sub, err := in.nc.Subscribe(s.subject, s.dispatch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to a pull inbox: %w", err)
+	}
+	// A request never asks for more than the process may hold.
+	_ = sub.SetPendingLimits(-1, -1)
+	s.sub = sub
+	in.all[s] = struct{}{}
+	return s, nil
+}
+
+// put returns a subscription whose request ended. One whose request ended
+// without the server's word (it may still answer) is dropped instead, so
+// that a late answer cannot be taken for the next request's.
+func (in *pullInbox) put(s *inboxSub, reuse bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if reuse && !in.closed {
+		in.free = append(in.free, s)
+		return
+	}
+	delete(in.all, s)
+	_ = s.sub.Unsubscribe()
+}
+
+// close unsubscribes the pool. A message still coming is delivered to no
+// one and returns to the stream after AckWait: call it after every request
+// ended.
+func (in *pullInbox) close() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.closed = true
+	for s := range in.all {
+		_ = s.sub.Unsubscribe()
+	}
+	in.all, in.free = map[*inboxSub]struct{}{}, nil
+}
+
+// dispatch routes a message on the inbox to its request's batch.
+func (s *inboxSub) dispatch(m *nats.Msg) {
+	s.mu.Lock()
+	b := s.current
+	s.mu.Unlock()
+	if b == nil {
+		if strings.HasPrefix(m.Reply, ackPrefix) {
+			s.in.stray(&pulledMsg{m: m, nc: s.in.nc})
+		}
+		return // a status about a request that is over
+	}
+	b.receive(m)
+}
+
+// stray hands back a task that came after its request ended on this side.
+func (in *pullInbox) stray(msg jetstream.Msg) {
+	if in.onStray != nil {
+		in.onStray(msg)
+	} else {
+		_ = msg.Nak()
+	}
 }
 
 // fetch asks for up to n messages of at most maxBytes in all (0: no
 // limit), waiting at most wait for them.
 func (in *pullInbox) fetch(n int, maxBytes int64, wait time.Duration) (*pullBatch, error) {
+	return in.send(&pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}, maxBytes, wait)
+}
+
+// fetchTo is fetch in push mode: each message goes to arrive as it comes
+// (on the subscription's goroutine: arrive must not block), then end is
+// told why the request ended (nil: filled or expired), once. When fetchTo
+// fails, neither is called.
+func (in *pullInbox) fetchTo(n int, maxBytes int64, wait time.Duration, arrive func(jetstream.Msg), end func(error)) error {
+	_, err := in.send(&pullBatch{in: in, remaining: n, arrive: arrive, end: end}, maxBytes, wait)
+	return err
+}
+
+// send makes b's request.
+func (in *pullInbox) send(b *pullBatch, maxBytes int64, wait time.Duration) (*pullBatch, error) {
 	body, _ := json.Marshal(struct {
 		Batch    int           `json:"batch"`
 		MaxBytes int64         `json:"max_bytes,omitempty"`
 		Expires  time.Duration `json:"expires"`
-	}{n, maxBytes, wait})
-	b := &pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}
-	inbox := in.nc.NewInbox()
-	b.mu.Lock() // until the subscription and the timer are in place
-	defer b.mu.Unlock()
-	sub, err := in.nc.Subscribe(inbox, b.receive)
+	}{b.remaining, maxBytes, wait})
+	s, err := in.take()
 	if err != nil {
-		return nil, fmt.Errorf("subscribe to a pull inbox: %w", err)
+		return nil, err
 	}
-	b.sub = sub
+	b.on = s
+	b.mu.Lock() // until the timer is in place
+	defer b.mu.Unlock()
+	s.mu.Lock()
+	s.current = b
+	s.mu.Unlock()
 	// The server ends the request after wait with a 408; should that be
 	// lost (a dropped connection), end it here a little later.
 	b.timer = time.AfterFunc(wait+time.Second, func() { b.finish(errPullUnanswered) })
-	if err := in.nc.PublishRequest(in.next, inbox, body); err != nil {
+	if err := in.nc.PublishRequest(in.next, s.subject, body); err != nil {
+		b.end = nil // the caller learns it from the error
 		b.finishLocked(err)
 		return nil, err
 	}
@@ -100,9 +214,21 @@ func (b *pullBatch) finishLocked(err error) {
 	}
 	b.done = true
 	b.timer.Stop()
-	_ = b.sub.Unsubscribe()
+	if s := b.on; s != nil {
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
+		// The server has had its last word on the request unless this side
+		// gave up waiting, or the request may not have been sent.
+		b.in.put(s, err == nil || !errors.Is(err, errPullUnanswered) && !isSendError(err))
+	}
 	b.err = err
-	close(b.msgs)
+	if b.msgs != nil {
+		close(b.msgs)
+	}
+	if b.end != nil {
+		b.end(err)
+	}
 }
 
 // receive takes one message on the batch's inbox: a delivered task, or a
@@ -115,14 +241,14 @@ func (b *pullBatch) receive(m *nats.Msg) {
 		if b.done {
 			// The request already ended on this side: hand the message
 			// straight back rather than let it wait out AckWait.
-			if b.in.onStray != nil {
-				b.in.onStray(msg)
-			} else {
-				_ = msg.Nak()
-			}
+			b.in.stray(msg)
 			return
 		}
-		b.msgs <- msg // never blocks: the channel holds the whole batch
+		if b.arrive != nil {
+			b.arrive(msg)
+		} else {
+			b.msgs <- msg // never blocks: the channel holds the whole batch
+		}
 		if b.remaining--; b.remaining == 0 {
 			b.finishLocked(nil)
 		}
@@ -258,6 +384,13 @@ func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
 	}
 	p.ackd = final
 	return nil
+}
+
+// isSendError reports an error of sending a request, after which it is
+// unknown whether the server got it.
+func isSendError(err error) bool {
+	var pe *PullError
+	return !errors.As(err, &pe) && !errors.Is(err, nats.ErrNoResponders)
 }
 
 // isPullTimeout reports an error that only means no messages came in time.

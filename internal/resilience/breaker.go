@@ -70,10 +70,15 @@ type BreakerSettings struct {
 	// the moment the breaker closed.
 	Interval time.Duration
 	// Cooldown is how long the breaker stays open after its first trip.
-	// Each further trip without closing in between doubles it. Default 30s.
+	// Each further trip without closing in between doubles it. Default 5s.
 	Cooldown time.Duration
-	// MaxCooldown caps the growing cooldown. Default 5m.
+	// MaxCooldown caps the growing cooldown, and so bounds how long work
+	// waits after the downstream recovers. Default 30s.
 	MaxCooldown time.Duration
+	// ProbeLease is how long a half-open breaker waits for the one task
+	// it let be pulled as its probe (Allowance returned 1) before it lets
+	// another be pulled: the pull may have found the stream empty. Default 3s.
+	ProbeLease time.Duration
 	// OnStateChange is called, outside the breaker's lock, on every change.
 	OnStateChange func(name string, from, to State)
 	// Shared, if set, makes the breaker one of a fleet: its trips are
@@ -108,10 +113,12 @@ type Breaker struct {
 	trips      int       // trips since the breaker last closed
 	openUntil  time.Time // when Open ends
 	probe      bool      // a half-open probe is running
+	leased     time.Time // half-open: when Allowance let the probe be pulled
 	generation uint64    // bumped on every state change; stale outcomes are ignored
 	changed    chan struct{}
 	remote     bool      // half-open, and another instance of the fleet probes
 	claimedAt  time.Time // when this instance last tried to claim the probe
+	listeners  []func(name string, from, to State)
 }
 
 // NewBreaker returns a closed breaker.
@@ -120,13 +127,23 @@ func NewBreaker(s BreakerSettings) *Breaker {
 		s.ReadyToTrip = ConsecutiveFailures(5)
 	}
 	if s.Cooldown <= 0 {
-		s.Cooldown = 30 * time.Second
+		s.Cooldown = DefaultCooldown
 	}
 	if s.MaxCooldown < s.Cooldown {
-		s.MaxCooldown = max(5*time.Minute, s.Cooldown)
+		s.MaxCooldown = max(DefaultMaxCooldown, s.Cooldown)
+	}
+	if s.ProbeLease <= 0 {
+		s.ProbeLease = 3 * time.Second
 	}
 	return &Breaker{s: s, changed: make(chan struct{}), countsEnd: time.Now().Add(s.Interval)}
 }
+
+// Default cooldowns: short, because a probe costs little (one task's
+// delivery, not charged toward its dead-lettering).
+const (
+	DefaultCooldown    = 5 * time.Second
+	DefaultMaxCooldown = 30 * time.Second
+)
 
 // ConsecutiveFailures trips after n consecutive failures.
 func ConsecutiveFailures(n uint32) func(Counts) bool {
@@ -198,6 +215,7 @@ func (b *Breaker) setState(to State) func() {
 	b.generation++
 	b.probe = false
 	b.remote = false
+	b.leased = time.Time{}
 	switch to {
 	case Open:
 		b.trips++
@@ -210,12 +228,30 @@ func (b *Breaker) setState(to State) func() {
 	}
 	close(b.changed)
 	b.changed = make(chan struct{})
+	listeners := b.listeners
 	return func() {
 		if b.s.OnStateChange != nil {
 			b.s.OnStateChange(b.s.Name, from, to)
 		}
+		for _, f := range listeners {
+			f(b.s.Name, from, to)
+		}
 	}
 }
+
+// Listen adds f to what is told of every state change, after
+// OnStateChange, outside the breaker's lock.
+func (b *Breaker) Listen(f func(name string, from, to State)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.listeners = append(b.listeners[:len(b.listeners):len(b.listeners)], f)
+}
+
+// MaxCooldown is the longest the breaker stays open.
+func (b *Breaker) MaxCooldown() time.Duration { return b.s.MaxCooldown }
+
+// Name is the breaker's name (its subscription).
+func (b *Breaker) Name() string { return b.s.Name }
 
 // wait returns a channel closed at the next state change, and a timer
 // channel for the end of the cooldown when open (nil otherwise).
@@ -225,6 +261,8 @@ func (b *Breaker) wait() (<-chan struct{}, time.Duration) {
 		return b.changed, time.Until(b.openUntil)
 	case b.state == HalfOpen && b.remote:
 		return b.changed, time.Until(b.claimedAt.Add(b.s.Cooldown))
+	case b.state == HalfOpen && !b.probe && !b.leased.IsZero():
+		return b.changed, time.Until(b.leased.Add(b.s.ProbeLease))
 	}
 	return b.changed, -1
 }
@@ -245,6 +283,32 @@ func sleepOrChange(ctx context.Context, changed <-chan struct{}, d time.Duration
 	return nil
 }
 
+// TryAcquire reports at once whether a task may run now: when closed, or
+// when half-open and no probe runs (the task becomes the probe; probe
+// says so). Otherwise it returns false and the task should be handed back
+// to the stream, where a healthy process can take it. When true, report
+// the task's outcome with the returned function (exactly once).
+func (b *Breaker) TryAcquire() (report func(Outcome), probe bool, ok bool) {
+	b.mu.Lock()
+	notify := b.tick(time.Now())
+	switch {
+	case b.state == Closed:
+		gen := b.generation
+		b.mu.Unlock()
+		notify()
+		return b.reporter(gen, false), false, true
+	case b.state == HalfOpen && !b.probe && !b.remote:
+		b.probe, b.leased = true, time.Time{}
+		gen := b.generation
+		b.mu.Unlock()
+		notify()
+		return b.reporter(gen, true), true, true
+	}
+	b.mu.Unlock()
+	notify()
+	return nil, false, false
+}
+
 // Acquire blocks until a task may run: at once when closed; when open,
 // until the cooldown ends and this task becomes the half-open probe; when
 // half-open, until the probe's outcome is known. It returns the function to
@@ -260,7 +324,7 @@ func (b *Breaker) Acquire(ctx context.Context) (func(Outcome), error) {
 			notify()
 			return b.reporter(gen, false), nil
 		case b.state == HalfOpen && !b.probe && !b.remote:
-			b.probe = true
+			b.probe, b.leased = true, time.Time{}
 			gen := b.generation
 			b.mu.Unlock()
 			notify()
@@ -296,7 +360,7 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 			notify = b.setState(Open)
 			notify = b.publishTrip(notify)
 		case probe: // ignored: let another task probe
-			b.probe = false
+			b.probe, b.leased = false, time.Time{}
 			close(b.changed)
 			b.changed = make(chan struct{})
 		case o == Success:
@@ -327,9 +391,11 @@ func (b *Breaker) clearExpiredCounts(now time.Time) {
 	b.countsEnd = now.Add(b.s.Interval)
 }
 
-// Allowance blocks while nothing may be pulled (open, or a probe running)
-// and returns how many messages may be pulled now: unlimited (MaxInt) when
-// closed, 1 when half-open so that only the probe is pulled.
+// Allowance blocks while nothing may be pulled (open, or a probe pulled or
+// running) and returns how many messages may be pulled now: unlimited
+// (MaxInt) when closed; 1 when half-open, once, so that exactly one task
+// is pulled for the probe. Should that pull bring nothing, another is
+// allowed after ProbeLease.
 func (b *Breaker) Allowance(ctx context.Context) (int, error) {
 	for {
 		b.mu.Lock()
@@ -339,7 +405,8 @@ func (b *Breaker) Allowance(ctx context.Context) (int, error) {
 			b.mu.Unlock()
 			notify()
 			return math.MaxInt, nil
-		case b.state == HalfOpen && !b.probe && !b.remote:
+		case b.state == HalfOpen && !b.probe && !b.remote && (b.leased.IsZero() || time.Since(b.leased) >= b.s.ProbeLease):
+			b.leased = time.Now()
 			b.mu.Unlock()
 			notify()
 			return 1, nil

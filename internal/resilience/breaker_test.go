@@ -407,3 +407,52 @@ func TestApplyBoundsRemoteOpen(t *testing.T) {
 		}
 	})
 }
+
+// Half-open lets exactly one task be pulled and run as the probe: the
+// next pull waits for its outcome (or for the lease, should the pull have
+// found nothing), and a task that arrives meanwhile does not run.
+func TestHalfOpenOneProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: time.Second, ProbeLease: 3 * time.Second})
+		report, _, _ := b.TryAcquire()
+		report(Failure)
+		if _, _, ok := b.TryAcquire(); ok {
+			t.Fatal("a task may start while the breaker is open")
+		}
+		time.Sleep(time.Second)
+		if n, err := b.Allowance(context.Background()); n != 1 || err != nil {
+			t.Fatalf("half-open allowance %d, %v; want 1", n, err)
+		}
+		second := make(chan int, 1)
+		go func() { n, _ := b.Allowance(context.Background()); second <- n }()
+		synctest.Wait()
+		if len(second) != 0 {
+			t.Fatal("a second pull was allowed while the probe's pull is out")
+		}
+		// The pull found nothing: after the lease another may be pulled.
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if n := <-second; n != 1 {
+			t.Fatalf("after the lease: allowance %d, want 1", n)
+		}
+		probe, isProbe, ok := b.TryAcquire()
+		if !ok || !isProbe {
+			t.Fatal("the pulled task did not become the probe")
+		}
+		if _, _, ok := b.TryAcquire(); ok {
+			t.Fatal("a second task may run while the probe runs")
+		}
+		third := make(chan int, 1)
+		go func() { n, _ := b.Allowance(context.Background()); third <- n }()
+		time.Sleep(time.Hour) // the probe runs long: no lease ends a running probe
+		synctest.Wait()
+		if len(third) != 0 {
+			t.Fatal("a pull was allowed while the probe runs")
+		}
+		probe(Success)
+		synctest.Wait()
+		if n := <-third; n != math.MaxInt || b.State() != Closed {
+			t.Fatalf("after the probe succeeded: allowance %d, state %v", n, b.State())
+		}
+	})
+}

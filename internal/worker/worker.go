@@ -49,13 +49,22 @@ type Options struct {
 	MaskHeaders []string
 	// MaxPayload caps a task message's body in bytes before decoding. Default 1 MiB.
 	MaxPayload int
-	// AckAsync acks without waiting for the server's confirmation. Faster;
-	// a lost ack (a dropped connection) then means the task runs again.
-	// Default false: DoubleAck, which waits.
+	// Acks, if set, sends acks and collects their confirmations off the
+	// worker's path: the worker goes on to its next task at once, and an
+	// ack not confirmed in time is sent again, logged and counted. This is
+	// the consumer's default (consumer.ack: confirmed).
+	Acks *queue.AckConfirmer
+	// AckAsync, without Acks, acks without any confirmation: a lost ack (a
+	// dropped connection) then means the task runs again. Without Acks or
+	// AckAsync the worker waits for each confirmation (DoubleAck).
 	AckAsync bool
 	// AckWait is the consumer's AckWait; the worker signals progress at a
 	// third of it while a node runs. Default queue.DefaultAckWait.
 	AckWait time.Duration
+	// KeptAlive says the caller keeps every message alive while its
+	// Handle runs (a queue.Puller does, with one sweep for all): the
+	// worker then sends no progress signals of its own.
+	KeptAlive bool
 	// RetryDelay is how long a task whose dead-letter record could not be
 	// stored waits before it is delivered again. Default 5s.
 	RetryDelay time.Duration
@@ -203,6 +212,16 @@ type job struct {
 	stopping context.Context
 	// interrupted ends when a shutdown runs out of time (Handle's ctx).
 	interrupted context.Context
+
+	received time.Time
+	first    time.Time // the first failure (or the start, or receipt) for records
+	label    string    // the node type as a metric label
+	log      taskLog
+	env      *task.Envelope // as far as it was decoded; nil before
+	poison   bool           // dead-lettered as a poison task
+	report   func(resilience.Outcome)
+	result   *nats.Msg // the success result to publish
+	took     time.Duration
 }
 
 // soloDone is 1 when the task ran alone and now reaches an outcome.
@@ -217,89 +236,97 @@ func (j *job) soloDone() int {
 func (j *job) endRun() {
 	if j.leave != nil {
 		j.leave()
+		j.leave = nil
 	}
 }
 
-// Handle settles one delivery. It is a queue.Handler.
+// Handle settles one delivery: run (if the task may run), decide, settle.
+// It is a queue.Handler.
 func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
-	msg := d.Msg
-	j := &job{msg: msg, deliveries: 1, stopping: d.Stopping, interrupted: ctx}
+	j := w.newJob(ctx, d)
+	w.o.Metrics.InFlight(1)
+	defer w.o.Metrics.InFlight(-1)
+	// From here on, JetStream must not redeliver the task elsewhere while
+	// it waits to run alone, runs, or backs off.
+	if !w.o.KeptAlive {
+		defer w.keepAlive(j.msg, j.log)()
+	}
+	defer j.endRun()
+	w.settle(j, w.run(j))
+}
+
+// newJob reads what the delivery says about itself.
+func (w *Worker) newJob(ctx context.Context, d queue.Delivery) *job {
+	j := &job{msg: d.Msg, deliveries: 1, stopping: d.Stopping, interrupted: ctx, received: time.Now()}
 	if j.stopping == nil {
 		j.stopping = context.Background() // called outside a Puller: never stopping
 	}
 	if j.interrupted == nil {
 		j.interrupted = context.Background()
 	}
-	received := time.Now()
-	meta, _ := msg.Metadata()
-	if meta != nil {
+	if meta, _ := d.Msg.Metadata(); meta != nil {
 		j.seq, j.deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
-	deliveries := j.deliveries
-	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", j.seq, "delivery", deliveries}}
-	w.o.Metrics.InFlight(1)
-	defer w.o.Metrics.InFlight(-1)
-	// From here on, JetStream must not redeliver the task elsewhere while
-	// it waits for the breaker, runs, or backs off.
-	defer w.keepAlive(msg, log)()
+	j.first = j.received
+	j.label = w.label(w.o.Names.NodeTypeOf(d.Msg.Subject()))
+	j.log = taskLog{l: w.o.Logger, attrs: []any{"stream_seq", j.seq, "delivery", j.deliveries}}
+	return j
+}
 
+// run takes the task as far as it goes, runs its node if it may, and
+// decides how the delivery ends.
+func (w *Worker) run(j *job) Verdict {
 	// Before anything else reads the task: it may be what took down the
 	// processes that had it before.
-	if poison := w.lookUp(j, log); poison != nil {
-		poison.first = received
-		w.o.Metrics.Task(w.label(w.o.Names.NodeTypeOf(msg.Subject())), metrics.Poison)
-		w.deadLetter(j, nil, poison, log)
-		return
+	if poison := w.lookUp(j, j.log); poison != nil {
+		j.poison = true
+		return refused(poison.reason, poison.kind, poison.err)
 	}
-	defer j.endRun()
-	if n := j.tally.Unsettled(deliveries); n >= soloAfter {
+	if n := j.tally.Unsettled(j.deliveries); n >= soloAfter {
 		// Earlier deliveries ended without an outcome: run alone, decoding
 		// included, so that only this task can be blamed if it happens again.
 		leave, err := w.iso.enter(j.stopping, true)
 		if err != nil {
-			w.handBack(j, w.label(w.o.Names.NodeTypeOf(msg.Subject())), 0, "shutdown while the task waited to run alone", log)
-			return
+			return handedBack("shutdown while the task waited to run alone")
 		}
 		j.leave, j.solo = leave, true
-		w.note(j, queue.Tally{Solo: 1}, log)
-		log.Warn("running the task alone in this process: an earlier delivery ended without an outcome",
+		w.note(j, queue.Tally{Solo: 1}, j.log)
+		j.log.Warn("running the task alone in this process: an earlier delivery ended without an outcome",
 			"deliveries_without_outcome", n, "solo_runs_without_outcome", j.tally.SoloCrashes(), "poison_after", w.o.PoisonAfter)
 	}
 
-	env, bad := w.decode(msg)
+	env, bad := w.decode(j.msg)
+	j.env = env
 	if bad != nil {
-		bad.first = received
-		w.deadLetter(j, env, bad, log)
-		return
+		return refused(bad.reason, bad.kind, bad.err)
 	}
-	log = log.With("task_id", env.ID, "node_id", env.NodeID, "node_type", env.NodeType)
+	j.label = env.NodeType
+	j.log = j.log.With("task_id", env.ID, "node_id", env.NodeID, "node_type", env.NodeType)
 	node, ok := w.o.Registry.Lookup(env.NodeType)
 	if !ok {
-		w.deadLetter(j, env, &failure{reason: dlq.ReasonUnknownNodeType, kind: resilience.Manifest, first: received,
-			err: fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", "))}, log)
-		return
+		j.label = metrics.UnknownNodeType
+		return refused(dlq.ReasonUnknownNodeType, resilience.Manifest,
+			fmt.Errorf("unknown node type %q: this consumer runs %s", env.NodeType, strings.Join(w.o.Registry.Types(), ", ")))
 	}
-	if !env.Deadline.IsZero() && !received.Before(env.Deadline) {
-		w.deadLetter(j, env, &failure{reason: dlq.ReasonDeadline, kind: resilience.Other, first: received,
-			err: fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano))}, log)
-		return
+	if !env.Deadline.IsZero() && !j.received.Before(env.Deadline) {
+		return refused(dlq.ReasonDeadline, resilience.Other,
+			fmt.Errorf("deadline %s passed before the task started", env.Deadline.Format(time.RFC3339Nano)))
 	}
 
-	report := func(resilience.Outcome) {}
+	probe := false
 	if w.o.Breaker != nil {
-		var err error
-		if report, err = w.o.Breaker.Acquire(j.stopping); err != nil {
-			w.handBack(j, env.NodeType, 0, "shutdown while the circuit breaker held the task", log)
-			return
+		report, isProbe, ok := w.o.Breaker.TryAcquire()
+		if !ok {
+			// Open, or another task probes: no task starts here. Back to the
+			// stream at once, uncharged, where a healthy process may take it.
+			return handedBack("circuit breaker " + w.o.Breaker.State().String())
 		}
+		j.report, probe = report, isProbe
 	}
-
 	if !j.solo {
 		leave, err := w.iso.enter(j.stopping, false)
 		if err != nil {
-			report(resilience.Ignored)
-			w.handBack(j, env.NodeType, 0, "shutdown while the task waited for a task running alone", log)
-			return
+			return handedBack("shutdown while the task waited for a task running alone")
 		}
 		j.leave = leave
 	}
@@ -308,93 +335,85 @@ func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	if policy == nil {
 		policy = w.o.Retry
 	}
-	runCtx := ctx
+	if probe {
+		j.log.Info("circuit breaker half-open: this task is the probe")
+	}
+	runCtx := j.interrupted
 	if !env.Deadline.IsZero() {
 		var cancel context.CancelFunc
-		runCtx, cancel = context.WithDeadline(ctx, env.Deadline)
+		runCtx, cancel = context.WithDeadline(runCtx, env.Deadline)
 		defer cancel()
 	}
 	start := time.Now()
+	var out []byte
 	var firstFailure time.Time
-	var err error
-	attempt := 1
-	for ; ; attempt++ {
-		alog := log.With("attempt", attempt)
-		var out []byte
-		out, err = node.Run(exec.WithAttempt(runCtx, exec.Attempt{Number: attempt, Delivery: deliveries}), env)
-		if err == nil {
-			report(resilience.Success)
-			took := time.Since(start)
-			res, rerr := w.result(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
-				Attempts: attempt, DurationMS: took.Milliseconds(), Worker: w.o.ID}, msg)
-			if rerr != nil {
-				// The node ran, but its waiter cannot be told: say so to the
-				// waiter and keep the task, rather than ack a result nobody gets.
-				w.deadLetter(j, env, &failure{reason: dlq.ReasonPermanent, kind: resilience.Serialization, err: rerr, first: start, attempts: attempt}, alog)
-				return
-			}
-			w.publishResult(res, alog)
-			w.ack(j, alog)
-			w.o.Metrics.Task(env.NodeType, metrics.Succeeded)
-			w.o.Metrics.Attempts(env.NodeType, attempt)
-			w.o.Metrics.Duration(env.NodeType, took)
-			alog.Info("task succeeded", "duration", took)
-			return
-		}
-		if firstFailure.IsZero() {
+	r := runNode(j.interrupted, runCtx, j.stopping, policy, func(n int) error {
+		var err error
+		out, err = node.Run(exec.WithAttempt(runCtx, exec.Attempt{Number: n, Delivery: j.deliveries}), env)
+		if err != nil && firstFailure.IsZero() {
 			firstFailure = time.Now()
 		}
-		kind := resilience.KindOf(err)
-		switch {
-		case ctx.Err() != nil:
-			// Shutdown ran out of time: not the task's fault.
-			report(resilience.Ignored)
-			w.handBack(j, env.NodeType, 0, "task interrupted by shutdown", alog.With("err", err))
-			return
-		case !env.Deadline.IsZero() && errors.Is(runCtx.Err(), context.DeadlineExceeded):
-			report(resilience.Ignored)
-			w.deadLetter(j, env, &failure{reason: dlq.ReasonDeadline, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
-			return
-		case !resilience.Retryable(err):
-			report(resilience.Ignored) // the task's fault, not the downstream's
-			w.deadLetter(j, env, &failure{reason: dlq.ReasonPermanent, kind: kind, err: err, first: firstFailure, attempts: attempt}, alog)
-			return
-		}
-		delay, again := policy.NextRetry(attempt)
-		if !again {
-			break
-		}
-		alog.Info("attempt failed; retrying", "error_kind", kind.String(), "err", err, "retry_in", delay)
+		return err
+	}, func(n int, err error, delay time.Duration) {
+		j.log.Info("attempt failed; retrying", "attempt", n, "error_kind", resilience.KindOf(err).String(), "err", err, "retry_in", delay)
 		w.o.Metrics.Task(env.NodeType, metrics.Retried)
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-j.stopping.Done():
-			timer.Stop()
-			report(resilience.Ignored)
-			w.handBack(j, env.NodeType, delay, "shutdown during retry backoff", alog)
-			return
-		}
+	})
+	r.probe = probe
+	j.took = time.Since(start)
+	if r.err == nil {
+		j.first = start
+		j.result, r.resultErr = w.result(env, &task.Result{TaskID: env.ID, NodeID: env.NodeID, NodeType: env.NodeType, OK: true, Output: out,
+			Attempts: r.attempts, DurationMS: j.took.Milliseconds(), Worker: w.o.ID}, j.msg)
+	} else {
+		j.first = firstFailure
 	}
-
-	// Transient failures used up this delivery's attempts.
-	report(resilience.Failure)
-	log = log.With("attempt", attempt)
-	kind := resilience.KindOf(err)
 	// Deliveries handed back (breaker, shutdown) are not the task's fault.
-	if delay, again := w.o.Redelivery.Next(j.tally.Charged(deliveries)); again {
-		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", kind.String(), "err", err,
-			"redeliver_in", delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
+	var probeDelay time.Duration
+	if w.o.Breaker != nil {
+		probeDelay = w.o.Breaker.MaxCooldown()
+	}
+	return decide(r, j.tally.Charged(j.deliveries), w.o.Redelivery, probeDelay)
+}
+
+// settle carries out a verdict: the breaker report, the effects on the
+// message and the stores, the metrics and the log line.
+func (w *Worker) settle(j *job, v Verdict) {
+	if j.report != nil {
+		j.report(v.Breaker)
+	}
+	log := j.log
+	if v.Attempts > 0 {
+		log = log.With("attempt", v.Attempts)
+	}
+	switch v.Verb {
+	case Ack:
+		w.publishResult(j.result, log)
+		w.ack(j, log)
+		w.o.Metrics.Task(j.label, metrics.Succeeded)
+		w.o.Metrics.Attempts(j.label, v.Attempts)
+		w.o.Metrics.Duration(j.label, j.took)
+		log.Debug("task succeeded", "duration", j.took)
+	case Redeliver:
+		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", v.Kind.String(), "err", v.Err,
+			"redeliver_in", v.Delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
 		j.endRun()
 		w.note(j, queue.Tally{Redelivered: 1, SoloDone: j.soloDone()}, log)
-		if nerr := msg.NakWithDelay(delay); nerr != nil {
-			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", nerr)
+		if err := j.msg.NakWithDelay(v.Delay); err != nil {
+			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", err)
 		}
-		w.o.Metrics.Task(env.NodeType, metrics.Redelivered)
-		w.o.Metrics.Attempts(env.NodeType, attempt)
-		return
+		w.o.Metrics.Task(j.label, metrics.Redelivered)
+		w.o.Metrics.Attempts(j.label, v.Attempts)
+	case HandBack:
+		if v.Err != nil {
+			log = log.With("err", v.Err)
+		}
+		w.handBack(j, j.label, v.Delay, v.Reason, log)
+	case DeadLetter:
+		if j.poison {
+			w.o.Metrics.Task(j.label, metrics.Poison)
+		}
+		w.deadLetter(j, j.env, &failure{reason: v.Reason, kind: v.Kind, err: v.Err, first: j.first, attempts: v.Attempts}, log)
 	}
-	w.deadLetter(j, env, &failure{reason: dlq.ReasonExhausted, kind: kind, err: err, first: firstFailure, attempts: attempt}, log)
 }
 
 // HandBack returns to JetStream a message that will not be handled (it
@@ -464,7 +483,7 @@ func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
 	// At most every maxKeepAlive whatever AckWait says: a consumer whose
 	// ack_wait another process lowered since this one started (an upgrade
 	// rolling through the fleet) still hears from this one in time.
-	interval := min(max(w.o.AckWait/3, 100*time.Millisecond), maxKeepAlive)
+	interval := KeepAliveInterval(w.o.AckWait)
 	var mu sync.Mutex
 	stopped := false
 	var timer *time.Timer
@@ -491,6 +510,25 @@ func (w *Worker) keepAlive(msg jetstream.Msg, log taskLog) func() {
 
 func (w *Worker) ack(j *job, log taskLog) {
 	j.endRun()
+	if w.o.Acks != nil {
+		err := w.o.Acks.Ack(j.msg, func(confirmed bool, resends int) {
+			if !confirmed {
+				w.o.Metrics.AckUnconfirmed()
+				log.Warn("ack not confirmed within ack_wait; the task may be delivered again", "sends", resends+1)
+				return
+			}
+			if resends > 0 {
+				log.Info("ack confirmed after sending it again", "sends", resends+1)
+			}
+			if j.tracked {
+				go w.forget(j, log) // off the confirmations' goroutine
+			}
+		})
+		if err != nil {
+			log.Warn("ack not sent; the task may be delivered again", "err", err)
+		}
+		return
+	}
 	if w.o.AckAsync {
 		// Unconfirmed: the ledger entry stays (it expires by itself), so
 		// that a lost ack does not make the task's next delivery look like
@@ -605,6 +643,17 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 
 // maxKeepAlive caps the interval of keepAlive's progress signals.
 const maxKeepAlive = 3 * time.Second
+
+// KeepAliveInterval is how often a task in the process tells the server it
+// is in progress, for a consumer whose AckWait is ackWait: a third of it,
+// at most every 3s whatever AckWait says (a consumer whose ack_wait
+// another process lowered since this one started still hears in time).
+func KeepAliveInterval(ackWait time.Duration) time.Duration {
+	return min(max(ackWait/3, 100*time.Millisecond), maxKeepAlive)
+}
+
+// AckWait is the consumer's AckWait the worker keeps tasks alive against.
+func (w *Worker) AckWait() time.Duration { return w.o.AckWait }
 
 // maxStoreWait caps the wait between two tries to store a refused record,
 // and maxHandBackDelay the delay of a task handed back because too many

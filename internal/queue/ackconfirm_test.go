@@ -1,0 +1,120 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// lostFirstAck loses its first ack, as a dropped connection would.
+type lostFirstAck struct {
+	*pulledMsg
+	lost bool
+}
+
+func (m *lostFirstAck) AckRequest(reply string) error {
+	if !m.lost {
+		m.lost = true
+		return nil
+	}
+	return m.pulledMsg.AckRequest(reply)
+}
+
+// Acks are confirmed off the worker's path; one lost is sent again and
+// confirmed; one the server never answers is given up on after
+// GiveUpAfter. Each outcome is reported once, and the acked tasks are gone.
+func TestAckConfirmer(t *testing.T) {
+	nc, js := testServer(t)
+	ctx := context.Background()
+	names := DefaultNames()
+	if err := EnsureStreams(ctx, js, names, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := EnsureConsumer(ctx, js, names, ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for i := range n {
+		if _, err := js.Publish(ctx, names.TaskSubject("echo"), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resends := 0
+	var mu sync.Mutex
+	a, err := NewAckConfirmer(nc, AckOptions{ResendAfter: 50 * time.Millisecond, GiveUpAfter: 500 * time.Millisecond,
+		OnResend: func() { mu.Lock(); resends++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		confirmed bool
+		resends   int
+	}
+	outcomes := make(chan outcome, n+1)
+	info := cons.CachedInfo()
+	in := newPullInbox(nc, info.Stream, info.Name, nil)
+	defer in.close()
+	got := 0
+	for got < n {
+		b, err := in.fetch(n-got, 0, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range b.Messages() {
+			var m jetstream.Msg = msg
+			if got == 0 {
+				m = &lostFirstAck{pulledMsg: msg.(*pulledMsg)}
+			}
+			got++
+			if err := a.Ack(m, func(ok bool, r int) { outcomes <- outcome{ok, r} }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// An ack to a delivery the server does not know is never confirmed.
+	bogus := &pulledMsg{m: &nats.Msg{Reply: "$JS.ACK.NODEQ_TASKS.nodeq-workers.1.999999.999999.0.0"}, nc: nc}
+	if err := a.Ack(bogus, func(ok bool, r int) { outcomes <- outcome{ok, r} }); err != nil {
+		t.Fatal(err)
+	}
+	confirmed, resent, lost := 0, 0, 0
+	for range n + 1 {
+		select {
+		case o := <-outcomes:
+			switch {
+			case !o.confirmed:
+				lost++
+			case o.resends > 0:
+				resent++
+			default:
+				confirmed++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("outcomes missing: confirmed %d, resent %d, given up %d", confirmed, resent, lost)
+		}
+	}
+	if confirmed != n-1 || resent != 1 || lost != 1 {
+		t.Fatalf("confirmed %d, confirmed after a resend %d, given up %d; want %d, 1, 1", confirmed, resent, lost, n-1)
+	}
+	mu.Lock()
+	if resends < 2 { // the lost one once, the bogus one until given up
+		t.Errorf("OnResend told %d times", resends)
+	}
+	mu.Unlock()
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ci, err := cons.Info(ctx); err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
+		t.Fatalf("after the acks: %+v, %v", ci, err)
+	}
+	select {
+	case o := <-outcomes:
+		t.Fatalf("an outcome reported twice: %+v", o)
+	default:
+	}
+}

@@ -1,0 +1,101 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/task"
+)
+
+// Each run outcome comes to one verdict: verb, delay, reason, breaker report.
+func TestDecide(t *testing.T) {
+	transient := resilience.Errorf(resilience.Transport, "downstream unavailable")
+	permanent := resilience.Errorf(resilience.Manifest, "bad params")
+	policy := resilience.Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second}}
+	cases := []struct {
+		name    string
+		r       ran
+		charged int
+		want    Verdict
+	}{
+		{"success", ran{attempts: 1}, 1, Verdict{Verb: Ack, Attempts: 1, Breaker: resilience.Success}},
+		{"success, result too large", ran{attempts: 2, resultErr: errors.New("too large")}, 1,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Serialization, Attempts: 2, Breaker: resilience.Success}},
+		{"permanent", ran{err: permanent, attempts: 1}, 1,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.Ignored}},
+		{"transient, deliveries left", ran{err: transient, attempts: 3}, 1,
+			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+		{"transient, second delivery", ran{err: transient, attempts: 3}, 2,
+			Verdict{Verb: Redeliver, Delay: 30 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+		{"transient, deliveries spent", ran{err: transient, attempts: 3}, 3,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+		{"interrupted by shutdown", ran{err: context.Canceled, attempts: 1, interrupted: true}, 3,
+			Verdict{Verb: HandBack, Reason: "task interrupted by shutdown", Kind: resilience.KindOf(context.Canceled), Attempts: 1, Breaker: resilience.Ignored}},
+		{"shutdown during backoff", ran{err: transient, attempts: 1, stopped: true, backoff: time.Second}, 3,
+			Verdict{Verb: HandBack, Delay: time.Second, Reason: "shutdown during retry backoff", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Ignored}},
+		{"deadline", ran{err: context.DeadlineExceeded, attempts: 1, deadline: true}, 1,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonDeadline, Kind: resilience.KindOf(context.DeadlineExceeded), Attempts: 1, Breaker: resilience.Ignored}},
+		{"failed probe: uncharged, reopens", ran{err: transient, attempts: 1, probe: true}, 3,
+			Verdict{Verb: HandBack, Delay: time.Minute, Reason: "the circuit breaker's probe failed", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+		{"probe with a permanent error: the task's fault", ran{err: permanent, attempts: 1, probe: true}, 1,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.Ignored}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := decide(c.r, c.charged, policy, time.Minute)
+			got.Err, c.want.Err = nil, nil
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", c.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, c.want)
+			}
+		})
+	}
+}
+
+// A task handed back five times because the breaker was open, then failed
+// transiently, still gets every delivery the policy allows: hand-backs are
+// not charged.
+func TestHandBacksAreNotCharged(t *testing.T) {
+	l := &fakeLedger{tallies: map[uint64]queue.Tally{}}
+	b := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(100), Cooldown: time.Hour})
+	b.Apply(true, time.Now().Add(time.Hour), 1) // open for an hour
+	fail := func() error { return resilience.Errorf(resilience.Transport, "downstream unavailable") }
+	w := New(Options{Registry: nodes(fail), Ledger: l, Breaker: b, Retry: resilience.None(),
+		Redelivery: resilience.Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{time.Second}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	env := &task.Envelope{ID: "t1", NodeType: "n"}
+	var got []string
+	deliver := func(n uint64) {
+		msg := newFakeMsg(t, env, n)
+		w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: context.Background()})
+		got = append(got, msg.settlement()...)
+	}
+	for n := uint64(1); n <= 5; n++ {
+		deliver(n)
+	}
+	b.Apply(false, time.Time{}, 0) // the downstream is back, as far as the breaker knows
+	for n := uint64(6); n <= 7; n++ {
+		deliver(n)
+	}
+	want := "[nak nak nak nak nak nak 1s nak 1s]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("settled %v; want %s", got, want)
+	}
+	tl := l.tallies[42]
+	if tl.HandedBack != 5 || tl.Redelivered != 2 {
+		t.Fatalf("ledger %+v; want 5 handed back, 2 redelivered", tl)
+	}
+	// The 8th delivery is the task's 3rd charged one: its failure is final.
+	if c := tl.Charged(8); c != 3 {
+		t.Fatalf("delivery 8 is charged as the %dth; want the 3rd", c)
+	}
+	if v := decide(ran{err: fail(), attempts: 1}, tl.Charged(8), w.o.Redelivery, 0); v.Verb != DeadLetter || v.Reason != dlq.ReasonExhausted {
+		t.Fatalf("delivery 8: %+v; want dead-lettered as exhausted", v)
+	}
+}
