@@ -141,13 +141,13 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 	m.DLQDepth(c.dlqDepth)
 
 	if err := c.buildBreaker(ctx); err != nil {
-		return nil, err
+		return nil, c.setupErr(ctx, err)
 	}
 	var ledger worker.Ledger
 	if !o.NoLedger {
 		l, err := queue.OpenDeliveryLedger(ctx, js, c.names, log)
 		if err != nil {
-			return nil, err
+			return nil, c.setupErr(ctx, err)
 		}
 		ledger = l
 	}
@@ -221,12 +221,7 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 // checks the task stream's message size limit.
 func (c *Consumer) setUp(ctx context.Context, maxTask int64) (jetstream.Consumer, error) {
 	cfg, log := c.cfg, c.log
-	setupErr := func(err error) error {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("JetStream set-up did not finish within consumer.startup_timeout (%v): %w", cfg.Consumer.StartupTimeout, err)
-		}
-		return err
-	}
+	setupErr := func(err error) error { return c.setupErr(ctx, err) }
 	if err := queue.EnsureStreams(ctx, c.js, c.names, queue.StreamOptions{Replicas: cfg.Streams.Replicas, DLQMaxAge: cfg.Streams.DLQMaxAge,
 		DLQMaxBytes: int64(cfg.Streams.DLQMaxBytes), MaxMsgSize: int32(maxTask), Logger: log}); err != nil {
 		return nil, setupErr(err)
@@ -239,6 +234,15 @@ func (c *Consumer) setUp(ctx context.Context, maxTask int64) (jetstream.Consumer
 		return nil, setupErr(err)
 	}
 	return cons, nil
+}
+
+// setupErr says, for an error of the set-up, that consumer.startup_timeout
+// ran out, when it did.
+func (c *Consumer) setupErr(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("JetStream set-up did not finish within consumer.startup_timeout (%v): %w", c.cfg.Consumer.StartupTimeout, err)
+	}
+	return err
 }
 
 // buildBreaker makes the configured breaker (or takes Options.Breaker) and
@@ -283,6 +287,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		defer stopWatch()
 		if err := c.fleet.Watch(watchCtx, c.breaker); err != nil {
+			if c.acks != nil {
+				_ = c.acks.Close(context.Background()) // nothing was acked
+			}
 			return fmt.Errorf("fleet breaker: %w", err)
 		}
 	}
@@ -299,7 +306,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// confirmations a little, not for ever.
 		wait, cancel := context.WithTimeout(context.Background(), min(c.worker.AckWait(), 5*time.Second))
 		if err := c.acks.Close(wait); err != nil {
-			c.log.Warn("some acks were not confirmed before the process stops; their tasks may run again", "pending", c.acks.Pending(), "err", err)
+			c.log.Warn("some acks were not confirmed before the process stops; their tasks may run again", "err", err)
 		}
 		cancel()
 	}

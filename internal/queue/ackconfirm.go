@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,9 +43,13 @@ type AckConfirmer struct {
 	pending map[string]*pendingAck
 	last    uint64
 	idle    chan struct{} // closed when pending becomes empty; nil while it is
+	closed  bool
 	stop    chan struct{}
 	stopped sync.WaitGroup
 }
+
+// errConfirmerClosed is Ack's error after Close.
+var errConfirmerClosed = errors.New("the ack confirmer is closed")
 
 // pendingAck is an ack sent and not yet confirmed.
 type pendingAck struct {
@@ -101,6 +106,10 @@ func (a *AckConfirmer) Ack(msg jetstream.Msg, done func(confirmed bool, resends 
 	}
 	now := time.Now()
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return errConfirmerClosed
+	}
 	a.last++
 	key := strconv.FormatUint(a.last, 10)
 	p := &pendingAck{reply: msg.Reply(), first: now, sent: now, done: done}
@@ -127,11 +136,19 @@ func (a *AckConfirmer) checkIdle() {
 	}
 }
 
-// confirm takes the server's answer to an ack.
+// confirm takes the server's answer to an ack. A status instead of an
+// answer (503: nothing serves the $JS.ACK subject, as while the consumer
+// elects a leader) confirms nothing: the ack is sent again at the next
+// round.
 func (a *AckConfirmer) confirm(m *nats.Msg) {
 	key := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	a.mu.Lock()
 	p := a.pending[key]
+	if p != nil && len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		p.sent = time.Time{}
+		a.mu.Unlock()
+		return
+	}
 	delete(a.pending, key)
 	a.checkIdle()
 	a.mu.Unlock()
@@ -195,10 +212,16 @@ func (a *AckConfirmer) Pending() int {
 }
 
 // Close waits until every ack sent is confirmed or given up on, or ctx is
-// done, then stops; acks still pending are given up on. Call it once the
-// workers have stopped.
+// done, then stops; acks still pending are given up on, and their number
+// is in the error. Call it once the workers have stopped; a second call
+// does nothing.
 func (a *AckConfirmer) Close(ctx context.Context) error {
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
 	idle := a.idle
 	a.mu.Unlock()
 	var err error
@@ -206,7 +229,6 @@ func (a *AckConfirmer) Close(ctx context.Context) error {
 		select {
 		case <-idle:
 		case <-ctx.Done():
-			err = errors.New("acks not confirmed before the shutdown's deadline")
 		}
 	}
 	close(a.stop)
@@ -214,6 +236,9 @@ func (a *AckConfirmer) Close(ctx context.Context) error {
 	_ = a.sub.Unsubscribe()
 	a.mu.Lock()
 	lost := a.pending
+	if len(lost) > 0 {
+		err = fmt.Errorf("%d acks not confirmed before the shutdown's deadline", len(lost))
+	}
 	a.pending = map[string]*pendingAck{}
 	a.checkIdle()
 	a.mu.Unlock()
@@ -228,7 +253,7 @@ func (a *AckConfirmer) Close(ctx context.Context) error {
 func (p *pulledMsg) AckRequest(reply string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ackd {
+	if p.ackd || p.acking {
 		return jetstream.ErrMsgAlreadyAckd
 	}
 	if err := p.nc.PublishRequest(p.m.Reply, reply, []byte("+ACK")); err != nil {

@@ -56,7 +56,7 @@ func TestAckConfirmer(t *testing.T) {
 		confirmed bool
 		resends   int
 	}
-	outcomes := make(chan outcome, n+1)
+	outcomes := make(chan outcome, n+2)
 	info := cons.CachedInfo()
 	in := newPullInbox(nc, info.Stream, info.Name, nil)
 	defer in.close()
@@ -77,13 +77,17 @@ func TestAckConfirmer(t *testing.T) {
 			}
 		}
 	}
-	// An ack to a delivery the server does not know is never confirmed.
-	bogus := &pulledMsg{m: &nats.Msg{Reply: "$JS.ACK.NODEQ_TASKS.nodeq-workers.1.999999.999999.0.0"}, nc: nc}
-	if err := a.Ack(bogus, func(ok bool, r int) { outcomes <- outcome{ok, r} }); err != nil {
-		t.Fatal(err)
+	// An ack to a delivery the server does not know is never confirmed;
+	// nor is one nothing serves (the server answers 503, as while a
+	// consumer elects its leader).
+	for _, reply := range []string{"$JS.ACK.NODEQ_TASKS.nodeq-workers.1.999999.999999.0.0", "$JS.ACK.NOSTREAM.NOCONSUMER.1.1.1.1.0"} {
+		bogus := &pulledMsg{m: &nats.Msg{Reply: reply}, nc: nc}
+		if err := a.Ack(bogus, func(ok bool, r int) { outcomes <- outcome{ok, r} }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	confirmed, resent, lost := 0, 0, 0
-	for range n + 1 {
+	for range n + 2 {
 		select {
 		case o := <-outcomes:
 			switch {
@@ -98,8 +102,8 @@ func TestAckConfirmer(t *testing.T) {
 			t.Fatalf("outcomes missing: confirmed %d, resent %d, given up %d", confirmed, resent, lost)
 		}
 	}
-	if confirmed != n-1 || resent != 1 || lost != 1 {
-		t.Fatalf("confirmed %d, confirmed after a resend %d, given up %d; want %d, 1, 1", confirmed, resent, lost, n-1)
+	if confirmed != n-1 || resent != 1 || lost != 2 {
+		t.Fatalf("confirmed %d, confirmed after a resend %d, given up %d; want %d, 1, 2", confirmed, resent, lost, n-1)
 	}
 	mu.Lock()
 	if resends < 2 { // the lost one once, the bogus one until given up
@@ -108,6 +112,12 @@ func TestAckConfirmer(t *testing.T) {
 	mu.Unlock()
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := a.Ack(&pulledMsg{m: &nats.Msg{Reply: "$JS.ACK.x"}, nc: nc}, func(bool, int) { t.Error("called after Close") }); err == nil {
+		t.Fatal("Ack after Close accepted")
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatalf("a second Close: %v", err)
 	}
 	if ci, err := cons.Info(ctx); err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
 		t.Fatalf("after the acks: %+v, %v", ci, err)

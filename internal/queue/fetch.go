@@ -301,10 +301,11 @@ func (e *PullError) Error() string {
 // pulledMsg is a message JetStream delivered for a pull request. It is a
 // jetstream.Msg with the same acknowledgement protocol as nats.go's.
 type pulledMsg struct {
-	m    *nats.Msg
-	nc   *nats.Conn
-	mu   sync.Mutex
-	ackd bool
+	m      *nats.Msg
+	nc     *nats.Conn
+	mu     sync.Mutex
+	ackd   bool
+	acking bool // a final reply is on its way
 }
 
 var _ jetstream.Msg = (*pulledMsg)(nil)
@@ -366,24 +367,35 @@ func (p *pulledMsg) TermWithReason(reason string) error {
 }
 
 // reply sends an acknowledgement; with ctx it waits for the server's
-// answer. A final one (all but +WPI) may be sent once.
+// answer. A final one (all but +WPI) may be sent once. The lock is not
+// held while a request waits for its answer, so that a slow ack holds up
+// nothing else (the keep-alive sweep); progress while a final reply is on
+// its way is not sent.
 func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ackd {
+	switch {
+	case p.ackd, final && p.acking:
+		p.mu.Unlock()
 		return jetstream.ErrMsgAlreadyAckd
+	case p.acking: // progress during an ack: not needed
+		p.mu.Unlock()
+		return nil
 	}
+	p.acking = final
+	p.mu.Unlock()
 	var err error
 	if ctx != nil {
 		_, err = p.nc.RequestWithContext(ctx, p.m.Reply, []byte(body))
 	} else {
 		err = p.nc.Publish(p.m.Reply, []byte(body))
 	}
-	if err != nil {
-		return err
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if final {
+		p.acking = false
+		p.ackd = err == nil
 	}
-	p.ackd = final
-	return nil
+	return err
 }
 
 // isSendError reports an error of sending a request, after which it is

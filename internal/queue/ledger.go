@@ -39,6 +39,11 @@ type Tally struct {
 	// outcome other than a final one (which removes the entry).
 	Solo     int `json:"s,omitempty"`
 	SoloDone int `json:"sd,omitempty"`
+	// Probed counts the task's failed runs as a circuit breaker's probe.
+	// Only the first is a hand-back (not charged); later ones are charged,
+	// so that tasks failing whatever the downstream does cannot keep a
+	// breaker open between them for ever.
+	Probed int `json:"p,omitempty"`
 }
 
 // Unsettled is how many of the deliveries before the current one, the
@@ -68,6 +73,7 @@ func (t Tally) bound(deliveries int) Tally {
 	t.Redelivered = min(max(t.Redelivered, 0), prior-t.HandedBack)
 	t.Solo = min(max(t.Solo, 0), prior)
 	t.SoloDone = min(max(t.SoloDone, 0), t.Solo)
+	t.Probed = min(max(t.Probed, 0), prior)
 	return t
 }
 
@@ -178,6 +184,7 @@ func (l *DeliveryLedger) Add(ctx context.Context, seq uint64, d Tally) error {
 		t.Redelivered += d.Redelivered
 		t.Solo += d.Solo
 		t.SoloDone += d.SoloDone
+		t.Probed += d.Probed
 		b, _ := json.Marshal(t)
 		if rev == 0 {
 			_, err = l.kv.Create(ctx, key, b)

@@ -190,6 +190,7 @@ type pullLoop struct {
 	o     *PullOptions
 	log   *slog.Logger
 	slots chan struct{} // a token per free slot: Workers + Prefetch in all
+	open  chan struct{} // a token per pull request that may be open at once
 	in    fetcher
 
 	budget      *byteBudget // nil: no byte limit
@@ -215,7 +216,11 @@ type pullLoop struct {
 // newPullLoop prepares a Run of p against stream and consumer.
 func newPullLoop(p *Puller, stream, consumer string, maxRequestBytes int) *pullLoop {
 	o := &p.opts
-	l := &pullLoop{p: p, o: o, log: o.Logger, slots: make(chan struct{}, o.Workers+o.Prefetch), running: make([]runningSlot, o.Workers)}
+	l := &pullLoop{p: p, o: o, log: o.Logger, slots: make(chan struct{}, o.Workers+o.Prefetch), running: make([]runningSlot, o.Workers),
+		open: make(chan struct{}, maxOpenRequests)}
+	for range maxOpenRequests {
+		l.open <- struct{}{}
+	}
 	for range o.Workers + o.Prefetch {
 		l.slots <- struct{}{}
 	}
@@ -286,6 +291,13 @@ func (l *pullLoop) handBackLater(h heldMsg, holds bool) {
 		}
 	}()
 }
+
+// maxOpenRequests caps the pull requests a process has open at once: the
+// server keeps at most max_waiting (512 by default) for a consumer, for
+// the whole fleet, and an open request that waits for messages holds one.
+// A new request waits for one to end (at most pull_wait), and then asks
+// for every slot freed meanwhile.
+const maxOpenRequests = 4
 
 // longRun is the run time from which tasks are long enough that a pull
 // round trip between two of them does not matter, while a task prefetched
@@ -483,6 +495,7 @@ func (r *request) end(err error) {
 		go func() {
 			l.backoff(r.ctx, err)
 			l.release(r.n)
+			l.open <- struct{}{}
 			l.requests.Done()
 		}()
 		return
@@ -490,6 +503,7 @@ func (r *request) end(err error) {
 		l.failed(err) // ended early after some messages (a leadership change): no wait
 	}
 	l.release(r.n - r.got)
+	l.open <- struct{}{}
 	l.requests.Done()
 }
 
@@ -589,6 +603,13 @@ func (l *pullLoop) run(ctx context.Context) bool {
 	}()
 
 	for {
+		select {
+		case <-l.open:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		n, ok := l.claim(ctx)
 		if !ok {
 			break
@@ -596,6 +617,7 @@ func (l *pullLoop) run(ctx context.Context) bool {
 		res, maxBytes, n, err := l.reserve(ctx, n)
 		if err != nil {
 			l.release(n)
+			l.open <- struct{}{}
 			break
 		}
 		// The request's messages go to the room as they arrive while the
@@ -608,6 +630,7 @@ func (l *pullLoop) run(ctx context.Context) bool {
 			l.requests.Done()
 			res.end()
 			l.release(n)
+			l.open <- struct{}{}
 			if !l.backoff(ctx, err) {
 				break
 			}

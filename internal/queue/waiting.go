@@ -52,8 +52,8 @@ func (r *waitingRoom) put(h heldMsg, now time.Time) bool {
 	// Under the lock, so that close cannot close ready first. It does not
 	// block: ready never holds more tokens than the queue has messages.
 	r.ready <- struct{}{}
+	r.onCount(n) // under the lock, so that counts are told in order
 	r.mu.Unlock()
-	r.onCount(n)
 	return true
 }
 
@@ -79,9 +79,8 @@ func (r *waitingRoom) take(stop <-chan struct{}) (heldMsg, bool) {
 		h.since = r.queue[0].touched // when it last told the server
 		r.queue[0] = waitingMsg{}
 		r.queue = r.queue[1:]
-		n := len(r.queue)
+		r.onCount(len(r.queue))
 		r.mu.Unlock()
-		r.onCount(n)
 		return h, true
 	}
 }
@@ -104,10 +103,10 @@ func (r *waitingRoom) empty() []heldMsg {
 			}
 		}
 	}
-	r.mu.Unlock()
 	if len(out) > 0 {
 		r.onCount(0)
 	}
+	r.mu.Unlock()
 	return out
 }
 
@@ -126,8 +125,8 @@ func (r *waitingRoom) close() []heldMsg {
 	r.queue = nil
 	r.closed = true
 	close(r.ready)
-	r.mu.Unlock()
 	r.onCount(0)
+	r.mu.Unlock()
 	return out
 }
 

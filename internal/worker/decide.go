@@ -74,9 +74,10 @@ type ran struct {
 	backoff time.Duration
 	// deadline: the task's own deadline passed during the run.
 	deadline bool
-	// probe: the run was the circuit breaker's half-open probe: a
-	// transient failure does not charge the task.
-	probe bool
+	// probe: the run was the circuit breaker's half-open probe.
+	// firstProbe: the task never failed as a probe before: a transient
+	// failure then does not charge it (a later one does).
+	probe, firstProbe bool
 	// resultErr: the node succeeded but its result cannot be sent.
 	resultErr error
 }
@@ -109,11 +110,13 @@ func decide(r ran, charged int, redelivery resilience.Redelivery, probeDelay tim
 		v.Verb, v.Reason = DeadLetter, dlq.ReasonPermanent // the task's fault, not the downstream's
 	case r.stopped:
 		v.Verb, v.Reason, v.Delay = HandBack, "shutdown during retry backoff", r.backoff
-	case r.probe:
+	case r.probe && r.firstProbe:
 		// The downstream is still down: the breaker opens again, and the
 		// task goes back to the stream uncharged. It waits out the longest
-		// cooldown, so that the next probe is another task: one that fails
-		// whatever the downstream does cannot keep the breaker open.
+		// cooldown, so that the next probe is another task. Only its first
+		// failed probe is free: tasks that fail whatever the downstream does
+		// are charged from their second, and dead-lettered in time, rather
+		// than keep the breaker open between them.
 		v.Verb, v.Reason, v.Delay, v.Breaker = HandBack, "the circuit breaker's probe failed", probeDelay, resilience.Failure
 	default:
 		v.Breaker = resilience.Failure

@@ -43,9 +43,13 @@ func TestDecide(t *testing.T) {
 			Verdict{Verb: HandBack, Delay: time.Second, Reason: "shutdown during retry backoff", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Ignored}},
 		{"deadline", ran{err: context.DeadlineExceeded, attempts: 1, deadline: true}, 1,
 			Verdict{Verb: DeadLetter, Reason: dlq.ReasonDeadline, Kind: resilience.KindOf(context.DeadlineExceeded), Attempts: 1, Breaker: resilience.Ignored}},
-		{"failed probe: uncharged, reopens", ran{err: transient, attempts: 1, probe: true}, 3,
+		{"first failed probe: uncharged, reopens", ran{err: transient, attempts: 1, probe: true, firstProbe: true}, 3,
 			Verdict{Verb: HandBack, Delay: time.Minute, Reason: "the circuit breaker's probe failed", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
-		{"probe with a permanent error: the task's fault", ran{err: permanent, attempts: 1, probe: true}, 1,
+		{"second failed probe: charged", ran{err: transient, attempts: 1, probe: true}, 1,
+			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+		{"second failed probe, deliveries spent", ran{err: transient, attempts: 1, probe: true}, 3,
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+		{"probe with a permanent error: the task's fault", ran{err: permanent, attempts: 1, probe: true, firstProbe: true}, 1,
 			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.Ignored}},
 	}
 	for _, c := range cases {
@@ -97,5 +101,39 @@ func TestHandBacksAreNotCharged(t *testing.T) {
 	}
 	if v := decide(ran{err: fail(), attempts: 1}, tl.Charged(8), w.o.Redelivery, 0); v.Verb != DeadLetter || v.Reason != dlq.ReasonExhausted {
 		t.Fatalf("delivery 8: %+v; want dead-lettered as exhausted", v)
+	}
+}
+
+// A task's first failed probe is a hand-back; its second is charged, so
+// that tasks failing whatever the downstream does are dead-lettered in
+// time instead of keeping the breaker open between them.
+func TestFailedProbes(t *testing.T) {
+	l := &fakeLedger{tallies: map[uint64]queue.Tally{}}
+	b := resilience.NewBreaker(resilience.BreakerSettings{Cooldown: time.Millisecond, MaxCooldown: time.Minute})
+	fail := func() error { return resilience.Errorf(resilience.Transport, "downstream unavailable") }
+	w := New(Options{Registry: nodes(fail), Ledger: l, Breaker: b, Retry: resilience.None(),
+		Redelivery: resilience.Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{time.Second}}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	env := &task.Envelope{ID: "t1", NodeType: "n"}
+	probe := func(n uint64) string {
+		b.Apply(true, time.Now().Add(time.Millisecond), 1)
+		time.Sleep(2 * time.Millisecond) // half-open: this delivery is the probe
+		msg := newFakeMsg(t, env, n)
+		w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: context.Background()})
+		if b.State() != resilience.Open {
+			t.Fatalf("delivery %d: the failed probe left the breaker %v", n, b.State())
+		}
+		return fmt.Sprint(msg.settlement())
+	}
+	if got := probe(1); got != "[nak 1m0s]" {
+		t.Fatalf("first failed probe settled %s; want handed back for the max cooldown", got)
+	}
+	if tl := l.tallies[42]; tl.HandedBack != 1 || tl.Probed != 1 || tl.Charged(2) != 1 {
+		t.Fatalf("ledger after the first failed probe %+v; want it uncharged", tl)
+	}
+	if got := probe(2); got != "[nak 1s]" {
+		t.Fatalf("second failed probe settled %s; want a charged redelivery", got)
+	}
+	if tl := l.tallies[42]; tl.Redelivered != 1 || tl.Probed != 2 || tl.Charged(3) != 2 {
+		t.Fatalf("ledger after the second failed probe %+v; want it charged", tl)
 	}
 }

@@ -222,6 +222,16 @@ type job struct {
 	report   func(resilience.Outcome)
 	result   *nats.Msg // the success result to publish
 	took     time.Duration
+	probe    bool // the task ran as the breaker's probe
+	probed   int  // 1 when its hand-back records a failed probe
+}
+
+// probedNow is 1 when the verdict ends a failed probe run.
+func (j *job) probedNow(v Verdict) int {
+	if j.probe && v.Breaker == resilience.Failure {
+		return 1
+	}
+	return 0
 }
 
 // soloDone is 1 when the task ran alone and now reaches an outcome.
@@ -321,7 +331,7 @@ func (w *Worker) run(j *job) Verdict {
 			// stream at once, uncharged, where a healthy process may take it.
 			return handedBack("circuit breaker " + w.o.Breaker.State().String())
 		}
-		j.report, probe = report, isProbe
+		j.report, probe, j.probe = report, isProbe, isProbe
 	}
 	if !j.solo {
 		leave, err := w.iso.enter(j.stopping, false)
@@ -358,7 +368,7 @@ func (w *Worker) run(j *job) Verdict {
 		j.log.Info("attempt failed; retrying", "attempt", n, "error_kind", resilience.KindOf(err).String(), "err", err, "retry_in", delay)
 		w.o.Metrics.Task(env.NodeType, metrics.Retried)
 	})
-	r.probe = probe
+	r.probe, r.firstProbe = probe, j.tally.Probed == 0
 	j.took = time.Since(start)
 	if r.err == nil {
 		j.first = start
@@ -397,7 +407,7 @@ func (w *Worker) settle(j *job, v Verdict) {
 		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", v.Kind.String(), "err", v.Err,
 			"redeliver_in", v.Delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
 		j.endRun()
-		w.note(j, queue.Tally{Redelivered: 1, SoloDone: j.soloDone()}, log)
+		w.note(j, queue.Tally{Redelivered: 1, SoloDone: j.soloDone(), Probed: j.probedNow(v)}, log)
 		if err := j.msg.NakWithDelay(v.Delay); err != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", err)
 		}
@@ -407,6 +417,7 @@ func (w *Worker) settle(j *job, v Verdict) {
 		if v.Err != nil {
 			log = log.With("err", v.Err)
 		}
+		j.probed = j.probedNow(v)
 		w.handBack(j, j.label, v.Delay, v.Reason, log)
 	case DeadLetter:
 		if j.poison {
@@ -436,7 +447,7 @@ func (w *Worker) handBack(j *job, nodeType string, delay time.Duration, why stri
 	j.endRun()
 	log.Warn(why+"; handing it back", "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, metrics.HandedBack)
-	w.note(j, queue.Tally{HandedBack: 1, SoloDone: j.soloDone()}, log)
+	w.note(j, queue.Tally{HandedBack: 1, SoloDone: j.soloDone(), Probed: j.probed}, log)
 	msg := j.msg
 	var err error
 	if delay > 0 {

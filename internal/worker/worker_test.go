@@ -97,6 +97,7 @@ func (l *fakeLedger) Add(_ context.Context, seq uint64, d queue.Tally) error {
 	t.Redelivered += d.Redelivered
 	t.Solo += d.Solo
 	t.SoloDone += d.SoloDone
+	t.Probed += d.Probed
 	l.tallies[seq] = t
 	return nil
 }
