@@ -31,9 +31,13 @@ import (
 // task of the largest size the consumer accepts, and checks its peak RSS
 // against the stated bound
 //
-//	peak RSS ≤ base + hostileK × min(workers × task size, consumer.max_inflight_bytes)
+//	peak RSS ≤ base + hostileK × held + prefetchK × prefetched
+//	held       = min(workers × task size, consumer.max_inflight_bytes)
+//	prefetched = min(prefetch × task size, consumer.max_inflight_bytes − held)
 //
-// where base is the peak RSS of the same binary, idle, in the same run.
+// where base is the peak RSS of the same binary, idle, in the same run. A
+// prefetched task is not decoded until a worker takes it: it keeps only its
+// message, and the collector's doubling (prefetchK = 2).
 // A task held by a worker keeps, per byte of task: the message (1) and what
 // decoding it retains (at most 2 × its size + 1.5 MiB, docs/wire-format.md:
 // 3.55 at 992 KiB; 2.31 for the worst accepted task known); a task being
@@ -44,6 +48,9 @@ import (
 // Measured (docs/benchmarks.md): workers that only hold their tasks need
 // 3.5-4.9; 64 workers dead-lettering without a pause up to 10.2.
 const hostileK = 12
+
+// prefetchK is the bound's bytes per byte of a prefetched task (see above).
+const prefetchK = 2
 
 // maxTaskSize is the largest task the consumer accepts with the server's
 // default max_payload of 1 MiB: streams.max_msg_size 0 (automatic).
@@ -67,9 +74,10 @@ func memCases() []memCase {
 		workers int
 		budget  int64
 		label   string
-	}{{4, 0, "(a) defaults"}, {64, 0, "(b) 64 workers"}, {64, 16 << 20, "(c) 64 workers, 16 MiB"}} {
+	}{{nconfig.DefaultWorkers, 0, "(a) defaults"}, {64, 0, "(b) 64 workers"}, {64, 16 << 20, "(c) 64 workers, 16 MiB"}} {
 		for _, hostile := range []bool{true, false} {
-			cs = append(cs, memCase{workers: c.workers, budget: c.budget, hostile: hostile, tasks: c.workers + 16, label: c.label})
+			// Enough for every worker and the whole prefetch, and more.
+			cs = append(cs, memCase{workers: c.workers, budget: c.budget, hostile: hostile, tasks: c.workers + nconfig.DefaultPrefetch + 16, label: c.label})
 		}
 	}
 	for _, hostile := range []bool{true, false} {
@@ -92,9 +100,10 @@ type MemRow struct {
 	PeakRSS   int64 `json:"peak_rss_bytes"`
 	// HeapInuse is the Go heap in use at the end (go_memstats_heap_inuse_bytes).
 	HeapInuse int64 `json:"heap_inuse_bytes"`
-	// Bound is base + hostileK × min(workers × task size, budget); 0 for the base.
+	// Bound is base + hostileK × held + prefetchK × prefetched (see
+	// hostileK); 0 for the base.
 	Bound int64 `json:"bound_bytes"`
-	// K is (peak RSS - base) / min(workers × task size, budget): the k this case needs.
+	// K is (peak RSS - base - prefetchK × prefetched) / held: the k this case needs.
 	K float64 `json:"k"`
 }
 
@@ -127,8 +136,9 @@ func (b *bench) hostileMemory(ctx context.Context, dir string, cases []memCase, 
 			base = r.PeakRSS
 		} else if base > 0 {
 			held := min(int64(c.workers)*r.TaskSize, r.Budget)
-			r.Bound = base + hostileK*held
-			r.K = float64(r.PeakRSS-base) / float64(held)
+			prefetched := min(int64(nconfig.DefaultPrefetch)*r.TaskSize, r.Budget-held)
+			r.Bound = base + hostileK*held + prefetchK*prefetched
+			r.K = float64(r.PeakRSS-base-prefetchK*prefetched) / float64(held)
 		}
 		rows = append(rows, r)
 	}
@@ -506,8 +516,8 @@ func (m metricsSnap) sum(name, label string) float64 {
 // printMemTable writes the worst-case memory table.
 func printMemTable(w io.Writer, rows []MemRow) {
 	mib := func(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
-	fmt.Fprintf(w, "\nworst-case memory: the consumer binary, tasks of %d bytes (%s MiB), bound = base + %d × min(workers × task, max_inflight_bytes)\n\n",
-		maxTaskSize, mib(int64(maxTaskSize)), hostileK)
+	fmt.Fprintf(w, "\nworst-case memory: the consumer binary, tasks of %d bytes (%s MiB), bound = base + %d × held + %d × prefetched\n\n",
+		maxTaskSize, mib(int64(maxTaskSize)), hostileK, prefetchK)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\ttasks\tworkers\tmax_inflight MiB\theld\tinflight MiB\tpeak RSS MiB\theap inuse MiB\tbound MiB\tk needed\t")
 	for _, r := range rows {

@@ -175,7 +175,7 @@ func run(ctx context.Context, c config, progress *os.File) (*Report, error) {
 			mib := float64(r.PeakRSS) / (1 << 20)
 			bound := float64(r.Bound) / (1 << 20)
 			add(Row{Name: fmt.Sprintf("consumer peak RSS, max-size tasks %s, %d workers, max_inflight_bytes %d MiB", r.Tasks, r.Workers, r.Budget>>20),
-				Unit: "MiB", Nodeq: mib, Baseline: bound, BaselineName: fmt.Sprintf("bound: base + %d × min(workers × task, max_inflight_bytes)", hostileK)}, "<= 1", mib <= bound)
+				Unit: "MiB", Nodeq: mib, Baseline: bound, BaselineName: fmt.Sprintf("bound: base + %d × held + %d × prefetched", hostileK, prefetchK)}, "<= 1", mib <= bound)
 		}
 		return rep, nil
 	}
