@@ -15,14 +15,14 @@ type byteBudget struct {
 	mu      sync.Mutex
 	limit   int64
 	used    int64
-	changed chan struct{} // closed and replaced whenever bytes are released
+	changed chan struct{} // closed when bytes are released; made only while someone waits
 	onUse   func(used int64)
 }
 
 // newByteBudget returns a budget of limit bytes; onUse, if set, is told the
 // bytes in use after every change.
 func newByteBudget(limit int64, onUse func(int64)) *byteBudget {
-	return &byteBudget{limit: limit, changed: make(chan struct{}), onUse: onUse}
+	return &byteBudget{limit: limit, onUse: onUse}
 }
 
 // reserve waits until at least least bytes are free, then takes up to want
@@ -38,6 +38,9 @@ func (b *byteBudget) reserve(ctx context.Context, least, want int64) (int64, err
 			b.report()
 			b.mu.Unlock()
 			return n, nil
+		}
+		if b.changed == nil {
+			b.changed = make(chan struct{})
 		}
 		changed := b.changed
 		b.mu.Unlock()
@@ -67,8 +70,10 @@ func (b *byteBudget) release(n int64) {
 	defer b.mu.Unlock()
 	b.used -= n
 	b.report()
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if b.changed != nil { // someone waits: wake them
+		close(b.changed)
+		b.changed = nil
+	}
 }
 
 // inUse returns the bytes reserved or held.
