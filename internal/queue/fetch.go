@@ -51,9 +51,10 @@ type inboxSub struct {
 	current *pullBatch // nil between requests
 }
 
-// pullBatch is the answer to one pull request: up to n messages, then the
-// channel closes; Error says why it ended early, if for a reason other than
-// the request expiring with fewer messages.
+// pullBatch is the answer to one pull request: up to n messages, each to
+// arrive (or, in tests, on the Messages channel, which then closes); end
+// (Error) says why it ended early, if for a reason other than the request
+// expiring with fewer messages.
 type pullBatch struct {
 	in        *pullInbox
 	on        *inboxSub // nil in tests
@@ -158,13 +159,8 @@ func (in *pullInbox) stray(msg jetstream.Msg) {
 	}
 }
 
-// fetch asks for up to n messages of at most maxBytes in all (0: no
-// limit), waiting at most wait for them.
-func (in *pullInbox) fetch(n int, maxBytes int64, wait time.Duration) (*pullBatch, error) {
-	return in.send(&pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}, maxBytes, wait)
-}
-
-// fetchTo is fetch in push mode: each message goes to arrive as it comes
+// fetchTo asks for up to n messages of at most maxBytes in all (0: no
+// limit), waiting at most wait for them. Each message goes to arrive as it comes
 // (on the subscription's goroutine: arrive must not block), then end is
 // told why the request ended (nil: filled or expired), once. When fetchTo
 // fails, neither is called.

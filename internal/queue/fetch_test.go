@@ -10,6 +10,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// fetch is fetchTo with the messages on a channel (Messages), for tests
+// that read a request's answer in order.
+func (in *pullInbox) fetch(n int, maxBytes int64, wait time.Duration) (*pullBatch, error) {
+	return in.send(&pullBatch{in: in, msgs: make(chan jetstream.Msg, n), remaining: n}, maxBytes, wait)
+}
+
 // newTestBatch is a pullBatch for n messages without a server.
 func newTestBatch(nc *nats.Conn, n int) *pullBatch {
 	return &pullBatch{in: &pullInbox{nc: nc}, msgs: make(chan jetstream.Msg, n), remaining: n, timer: time.NewTimer(time.Hour)}
