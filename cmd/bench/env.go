@@ -188,3 +188,23 @@ func peakRSS(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
+
+// publishPaced publishes msgs at rate per second, storing in sent[i] when
+// message i went out (unix nanoseconds), and returns their PubAck futures.
+func publishPaced(js jetstream.JetStream, msgs []*nats.Msg, rate float64, sent []atomic.Int64) ([]jetstream.PubAckFuture, error) {
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i, m := range msgs {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		sent[i].Store(time.Now().UnixNano())
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return nil, err
+		}
+		futs[i] = f
+	}
+	return futs, nil
+}

@@ -586,17 +586,9 @@ func (x *external) latency(ctx context.Context, rate float64, d time.Duration, p
 		defer cc.Stop()
 	}
 	time.Sleep(100 * time.Millisecond) // the consumer's pull requests are waiting
-	futs := make([]jetstream.PubAckFuture, n)
-	interval := time.Duration(float64(time.Second) / rate)
-	start := time.Now()
-	for i, m := range msgs {
-		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			time.Sleep(wait)
-		}
-		sent[i].Store(time.Now().UnixNano())
-		if futs[i], err = x.b.js.PublishMsgAsync(m); err != nil {
-			return nil, err
-		}
+	futs, err := publishPaced(x.b.js, msgs, rate, sent)
+	if err != nil {
+		return nil, err
 	}
 	if err := waitCount(&count, int64(n), 30*time.Second); err != nil {
 		for _, f := range futs {

@@ -136,16 +136,8 @@ func (b *bench) latency(ctx context.Context, rate float64, d time.Duration, raw 
 		}
 		defer q.stop()
 	}
-	interval := time.Duration(float64(time.Second) / rate)
-	start := time.Now()
-	for i, m := range msgs {
-		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			time.Sleep(wait)
-		}
-		sent[i].Store(time.Now().UnixNano())
-		if _, err := b.js.PublishMsgAsync(m); err != nil {
-			return nil, err
-		}
+	if _, err := publishPaced(b.js, msgs, rate, sent); err != nil {
+		return nil, err
 	}
 	return lat, waitCount(&count, int64(n), time.Minute)
 }

@@ -29,16 +29,8 @@ func (m *lostFirstAck) AckRequest(reply string) error {
 // confirmed; one the server never answers is given up on after
 // GiveUpAfter. Each outcome is reported once, and the acked tasks are gone.
 func TestAckConfirmer(t *testing.T) {
-	nc, js := testServer(t)
+	nc, js, names, cons := testDurable(t)
 	ctx := context.Background()
-	names := DefaultNames()
-	if err := EnsureStreams(ctx, js, names, StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := EnsureConsumer(ctx, js, names, ConsumerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 50
 	for i := range n {
 		if _, err := js.Publish(ctx, names.TaskSubject("echo"), []byte(fmt.Sprint(i))); err != nil {

@@ -79,16 +79,8 @@ func TestReservationReturnsEverything(t *testing.T) {
 // wireSize is what the server counts against max_bytes: a pull request of
 // exactly that many bytes gets the message, one byte less gets a 409.
 func TestWireSizeMatchesServer(t *testing.T) {
-	nc, js := testServer(t)
+	nc, js, names, cons := testDurable(t)
 	ctx := context.Background()
-	names := DefaultNames()
-	if err := EnsureStreams(ctx, js, names, StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := EnsureConsumer(ctx, js, names, ConsumerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := nats.NewMsg(names.TaskSubject("echo"))
 	m.Data = []byte("some task body")
 	m.Header.Set("Content-Type", "application/json")

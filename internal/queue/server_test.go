@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -32,4 +33,20 @@ func testServer(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// testDurable starts a server with nodeq's streams and durable consumer,
+// all with the default names and options.
+func testDurable(t *testing.T) (*nats.Conn, jetstream.JetStream, Names, jetstream.Consumer) {
+	t.Helper()
+	nc, js := testServer(t)
+	names := DefaultNames()
+	if err := EnsureStreams(context.Background(), js, names, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := EnsureConsumer(context.Background(), js, names, ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, names, cons
 }

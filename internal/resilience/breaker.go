@@ -291,21 +291,22 @@ func sleepOrChange(ctx context.Context, changed <-chan struct{}, d time.Duration
 func (b *Breaker) TryAcquire() (report func(Outcome), probe bool, ok bool) {
 	b.mu.Lock()
 	notify := b.tick(time.Now())
-	switch {
-	case b.state == Closed:
-		gen := b.generation
-		b.mu.Unlock()
-		notify()
-		return b.reporter(gen, false), false, true
-	case b.state == HalfOpen && !b.probe && !b.remote:
-		b.probe, b.leased = true, time.Time{}
-		gen := b.generation
-		b.mu.Unlock()
-		notify()
-		return b.reporter(gen, true), true, true
-	}
+	report, probe, ok = b.acquireLocked()
 	b.mu.Unlock()
 	notify()
+	return report, probe, ok
+}
+
+// acquireLocked lets a task run if one may now (see TryAcquire); b.mu must
+// be held.
+func (b *Breaker) acquireLocked() (report func(Outcome), probe bool, ok bool) {
+	switch {
+	case b.state == Closed:
+		return b.reporter(b.generation, false), false, true
+	case b.state == HalfOpen && !b.probe && !b.remote:
+		b.probe, b.leased = true, time.Time{}
+		return b.reporter(b.generation, true), true, true
+	}
 	return nil, false, false
 }
 
@@ -317,18 +318,10 @@ func (b *Breaker) Acquire(ctx context.Context) (func(Outcome), error) {
 	for {
 		b.mu.Lock()
 		notify := b.tick(time.Now())
-		switch {
-		case b.state == Closed:
-			gen := b.generation
+		if report, _, ok := b.acquireLocked(); ok {
 			b.mu.Unlock()
 			notify()
-			return b.reporter(gen, false), nil
-		case b.state == HalfOpen && !b.probe && !b.remote:
-			b.probe, b.leased = true, time.Time{}
-			gen := b.generation
-			b.mu.Unlock()
-			notify()
-			return b.reporter(gen, true), nil
+			return report, nil
 		}
 		changed, d := b.wait()
 		b.mu.Unlock()
