@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -118,5 +119,49 @@ func TestAckConfirmer(t *testing.T) {
 	case o := <-outcomes:
 		t.Fatalf("an outcome reported twice: %+v", o)
 	default:
+	}
+}
+
+// A final reply waiting for its answer holds nothing else up: progress on
+// the same message returns at once (the keep-alive sweep, which goes
+// through every held message, must not wait behind one slow ack), and a
+// second final reply is refused while the first is on its way.
+func TestSlowAckHoldsNothing(t *testing.T) {
+	nc, _ := testServer(t)
+	answer := make(chan struct{})
+	got := make(chan string, 4)
+	// Stands for the server's $JS.ACK handling: it answers the ack only
+	// when the test says so.
+	if _, err := nc.Subscribe("$JS.ACK.S.C.>", func(m *nats.Msg) {
+		got <- string(m.Data)
+		if m.Reply != "" {
+			<-answer
+			_ = m.Respond(nil)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	msg := &pulledMsg{m: &nats.Msg{Reply: "$JS.ACK.S.C.1.1.1.1.0"}, nc: nc}
+	acked := make(chan error, 1)
+	go func() { acked <- msg.DoubleAck(context.Background()) }()
+	if body := <-got; body != "+ACK" {
+		t.Fatalf("sent %q, want +ACK", body)
+	}
+	// The ack waits for its answer; progress and a second ack do not wait.
+	if err := msg.InProgress(); err != nil {
+		t.Fatalf("progress during an ack: %v", err)
+	}
+	if err := msg.Nak(); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		t.Fatalf("a second final reply during the ack: %v; want ErrMsgAlreadyAckd", err)
+	}
+	close(answer)
+	if err := <-acked; err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if err := msg.InProgress(); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		t.Fatalf("progress after the ack: %v; want ErrMsgAlreadyAckd", err)
 	}
 }

@@ -84,6 +84,17 @@ func TestDeliveryLedger(t *testing.T) {
 	if got, _, _ := l.Tally(ctx, 7, 3); got.HandedBack+got.Redelivered != 2 {
 		t.Fatalf("bounded tally %+v; want 2 in all for the third delivery", got)
 	}
+	// Failed probes are kept, and a forged count is bounded the same way:
+	// it cannot make every failed probe of a task look like its first.
+	if err := l.Add(ctx, 7, queue.Tally{Probed: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := l.Tally(ctx, 7, 3); got.Probed != 2 {
+		t.Fatalf("bounded failed probes %d; want 2 for the third delivery", got.Probed)
+	}
+	if got, _, _ := l.Tally(ctx, 7, 2000); got.Probed != 1000 {
+		t.Fatalf("failed probes %d; want the 1000 noted", got.Probed)
+	}
 	if err := l.Forget(ctx, 7); err != nil {
 		t.Fatal(err)
 	}

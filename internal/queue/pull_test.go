@@ -87,6 +87,29 @@ func (f *stubFetcher) expireAll() {
 	}
 }
 
+// one delivers a single new message to request i, which stays open.
+func (f *stubFetcher) one(i int) {
+	f.mu.Lock()
+	b := f.batches[i]
+	f.next++
+	m := &stubMsg{id: f.next}
+	f.mu.Unlock()
+	b.arrive(m)
+}
+
+// open counts the requests not ended.
+func (f *stubFetcher) open() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, b := range f.batches {
+		if !b.ended {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *stubFetcher) asked() []int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -365,5 +388,36 @@ func TestPullParksPrefetchForLongRuns(t *testing.T) {
 		if !<-done {
 			t.Fatal("unfinished at shutdown")
 		}
+	})
+}
+
+// A process keeps at most maxOpenRequests pull requests open, however
+// many slots free up while they wait: the server's max_waiting is shared
+// by the whole fleet.
+func TestPullOpenRequestsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &stubFetcher{}
+		p := NewPuller(nil, nil, func(context.Context, Delivery) {}, PullOptions{Workers: 16, PullWait: time.Second})
+		l := newPullLoop(p, "S", "C", 0)
+		l.in = f
+		p.loop = l
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan bool)
+		go func() { done <- l.run(ctx) }()
+		synctest.Wait()
+		// Request 0 asked for every slot; each message it brings runs at
+		// once and frees a slot, and the loop asks for that slot anew
+		// while request 0 stays open.
+		for range 10 {
+			f.one(0)
+			time.Sleep(time.Millisecond) // past the linger
+			synctest.Wait()
+		}
+		if n := f.open(); n != 4 { // maxOpenRequests, written out: the test is of its value too
+			t.Fatalf("%d requests open (asked %v); want 4", n, f.asked())
+		}
+		cancel()
+		f.expireAll()
+		<-done
 	})
 }
