@@ -410,14 +410,30 @@ func TestFleetBreakerProcesses(t *testing.T) {
 		return append([]time.Time(nil), changes[state]...)
 	}
 
-	e.startProcess(t, fleetConfig(sA.URL), "consumer-a.log")
-	e.startProcess(t, fleetConfig(sB.URL), "consumer-b.log")
-	ids := make([]string, 40)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("fb-%d", i)
-		e.publish(&task.Envelope{ID: ids[i], NodeType: "call", Payload: []byte("{}"), ReplyTo: "results." + ids[i]})
+	// Both must be pulling before the first task: a consumer that starts
+	// first can otherwise take (and prefetch) every task, leaving the
+	// failing one too few to trip.
+	bin := consumerBinary(t)
+	pA := startConsumerAt(t, bin, e.srv.ClientURL(), fleetConfig(sA.URL), "consumer-a.log")
+	pB := startConsumerAt(t, bin, e.srv.ClientURL(), fleetConfig(sB.URL), "consumer-b.log")
+	pA.waitReady(t, 30*time.Second)
+	pB.waitReady(t, 30*time.Second)
+	// Publish until the breaker opens: which process gets a task is the
+	// server's choice, so the failing one's third failure may need more.
+	var ids []string
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen("open")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the fleet breaker did not open after %d tasks", len(ids))
+		}
+		id := fmt.Sprintf("fb-%d", len(ids))
+		ids = append(ids, id)
+		e.publish(&task.Envelope{ID: id, NodeType: "call", Payload: []byte("{}"), ReplyTo: "results." + id})
+		if len(ids) >= 40 {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
-	eventually(t, 30*time.Second, "the fleet breaker to open", func() bool { return len(seen("open")) > 0 })
+	t.Logf("the fleet breaker opened after %d tasks", len(ids))
 	time.Sleep(pullWait*5 + 200*time.Millisecond) // the consumers' pull wait is 1s
 	before := dA.count() + dB.count()
 	more := make([]string, 40) // published while open: they must wait
