@@ -12,7 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
@@ -26,8 +26,8 @@ func mp(v any) string { b, _ := msgpack.Marshal(v); return string(b) }
 func TestBadInputIsDeadLetteredByteForByte(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	c := newCounter()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: c.wrap(exec.Echo())})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: c.wrap(executor.Echo())})
 	good, _ := task.EncodeMsgpack(&task.Envelope{ID: "g", NodeType: "echo"})
 
 	cases := []struct {
@@ -112,8 +112,8 @@ func TestBadInputIsDeadLetteredByteForByte(t *testing.T) {
 // ran it, and is dead-lettered once there is room, without running again.
 func TestFullDLQKeepsTask(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{DLQMaxBytes: 64}) // too small for any record
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "fault", Executor: exec.Fault()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "fault", Executor: executor.Fault()})
 	if _, err := queue.NewPublisher(e.js, e.names).Publish(context.Background(),
 		&task.Envelope{ID: "f1", NodeType: "fault", Params: task.Params{"kind": "Manifest"}}); err != nil {
 		t.Fatal(err)

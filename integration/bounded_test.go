@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -303,11 +303,11 @@ func TestInflightBytesBounded(t *testing.T) {
 		}
 	}
 	const budget, maxMsg = 256 << 10, 48 << 10 // 16 workers would want 768 KiB
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "sleep", Executor: exec.Sleep(time.Minute)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "sleep", Executor: executor.Sleep(time.Minute)})
 	res := e.collectResults()
 	var inFlight, maxInFlight atomic.Int64
-	counting := exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+	counting := executor.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -319,7 +319,7 @@ func TestInflightBytesBounded(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return nil, nil
 	})
-	_ = reg.Register(exec.Node{Type: "big", Executor: counting})
+	_ = reg.Register(executor.Node{Type: "big", Executor: counting})
 	r := e.startWith(reg, runnerOpts{workers: 16, maxInflight: budget, maxMsgBytes: maxMsg, onInflight: observe}, nil)
 	var ids []string
 	body := strings.Repeat("p", 40<<10) // with the envelope, well under 48 KiB
@@ -355,8 +355,8 @@ func TestInflightBytesBounded(t *testing.T) {
 // without a byte limit, so it cannot stop the tasks behind it.
 func TestOversizeTaskDoesNotBlockQueue(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
 	res := e.collectResults()
 	r := e.startWith(reg, runnerOpts{workers: 1, maxInflight: 1 << 20, maxMsgBytes: 16 << 10}, nil)
 	var ids []string
@@ -410,8 +410,8 @@ func hostileParams(id string, n, size int) []byte {
 func TestHostileParamsBounded(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	res := e.collectResults()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) { return []byte("ok"), nil })})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Func(func(context.Context, *task.Envelope) ([]byte, error) { return []byte("ok"), nil })})
 	var peak atomic.Uint64
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
@@ -516,10 +516,10 @@ func TestFullDLQHoldsAtMostHalfTheWorkers(t *testing.T) {
 
 // brokenRegistry runs echo and "broken", a node that always fails for
 // good (Manifest); runs, if set, counts broken's runs.
-func brokenRegistry(runs *atomic.Int64) *exec.Registry {
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
-	_ = reg.Register(exec.Node{Type: "broken", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
+func brokenRegistry(runs *atomic.Int64) *executor.Registry {
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
+	_ = reg.Register(executor.Node{Type: "broken", Executor: executor.Func(func(context.Context, *task.Envelope) ([]byte, error) {
 		if runs != nil {
 			runs.Add(1)
 		}

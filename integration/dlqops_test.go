@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -106,8 +106,8 @@ func TestFiltersSelectExactly(t *testing.T) {
 // echoCounter runs a consumer with a counting echo node.
 func (e *env) echoCounter() *counter {
 	c := newCounter()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: c.wrap(exec.Echo())})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: c.wrap(executor.Echo())})
 	e.start(reg, runnerOpts{workers: 16})
 	return c
 }

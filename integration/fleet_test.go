@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -49,14 +49,14 @@ func newInstance(t *testing.T, base *env, id string) *instance {
 	if err := fb.Watch(ctx, in.breaker); err != nil {
 		t.Fatal(err)
 	}
-	downstream := exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+	downstream := executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		if in.down.Load() {
 			return nil, resilience.Errorf(resilience.Transport, "%s: downstream unreachable", id)
 		}
 		return nil, nil
 	})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "call", Executor: in.j.wrap(downstream, in.breaker)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "call", Executor: in.j.wrap(downstream, in.breaker)})
 	e.start(reg, runnerOpts{workers: 2, breaker: in.breaker, retry: resilience.None(),
 		redelivery: resilience.Redelivery{MaxDeliveries: 100, Backoff: []time.Duration{100 * time.Millisecond}}})
 	return in

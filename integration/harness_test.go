@@ -19,7 +19,7 @@ import (
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
@@ -116,13 +116,13 @@ type runnerOpts struct {
 const pullWait = 200 * time.Millisecond
 
 // start runs a consumer with the given registry until stop.
-func (e *env) start(reg *exec.Registry, o runnerOpts) *runner {
+func (e *env) start(reg *executor.Registry, o runnerOpts) *runner {
 	e.t.Helper()
 	return e.startWith(reg, o, nil)
 }
 
 // startWith is start with a logger (nil: testLogger).
-func (e *env) startWith(reg *exec.Registry, o runnerOpts, log *slog.Logger) *runner {
+func (e *env) startWith(reg *executor.Registry, o runnerOpts, log *slog.Logger) *runner {
 	e.t.Helper()
 	if log == nil {
 		log = testLogger(e.t)
@@ -195,8 +195,8 @@ type counter struct {
 
 func newCounter() *counter { return &counter{runs: map[string]int{}} }
 
-func (c *counter) wrap(ex exec.Executor) exec.Executor {
-	return exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+func (c *counter) wrap(ex executor.Executor) executor.Executor {
+	return executor.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
 		c.mu.Lock()
 		c.runs[t.ID]++
 		c.mu.Unlock()
@@ -345,9 +345,9 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-func sleepRegistry() *exec.Registry {
-	r := exec.NewRegistry()
-	_ = r.Register(exec.Node{Type: "sleep", Executor: exec.Sleep(time.Minute)})
+func sleepRegistry() *executor.Registry {
+	r := executor.NewRegistry()
+	_ = r.Register(executor.Node{Type: "sleep", Executor: executor.Sleep(time.Minute)})
 	return r
 }
 

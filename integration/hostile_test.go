@@ -18,7 +18,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -65,18 +65,18 @@ func TestHostileTasksHarmOnlyThemselves(t *testing.T) {
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	}))
 	t.Cleanup(downstream.Close)
-	hook, err := exec.HTTP(exec.HTTPConfig{URL: downstream.URL})
+	hook, err := executor.HTTP(executor.HTTPConfig{URL: downstream.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newCounter()
-	reg := exec.NewRegistry()
-	for _, n := range []exec.Node{
-		{Type: "echo", Executor: c.wrap(exec.Echo())},
-		{Type: "fault", Executor: c.wrap(exec.Fault())},
+	reg := executor.NewRegistry()
+	for _, n := range []executor.Node{
+		{Type: "echo", Executor: c.wrap(executor.Echo())},
+		{Type: "fault", Executor: c.wrap(executor.Fault())},
 		{Type: "hook", Executor: c.wrap(hook), Timeout: 5 * time.Second},
 		// A node whose output cannot be sent back in one message.
-		{Type: "big", Executor: c.wrap(exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
+		{Type: "big", Executor: c.wrap(executor.Func(func(context.Context, *task.Envelope) ([]byte, error) {
 			return bytes.Repeat([]byte("o"), 2<<20), nil
 		}))},
 	} {
@@ -434,8 +434,8 @@ func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 func TestStatusLookalikeTasksAreDeadLettered(t *testing.T) {
 	e := newEnvWith(t, queue.StreamOptions{}, queue.ConsumerOptions{MaxAckPending: 50})
 	c := newCounter()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: c.wrap(exec.Echo())})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: c.wrap(executor.Echo())})
 	statuses := []map[string]string{
 		{"Status": "100"}, {"Status": "100", "Description": "FlowControl Request"}, {"Status": "404", "Description": "No Messages"},
 		{"Status": "408", "Description": "Request Timeout"}, {"Status": "409", "Description": "Consumer Deleted"},
@@ -491,8 +491,8 @@ func TestPlantedRecordIDCannotSwallowARecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publishRaw(&natsMsg{subject: "tasks.echo", data: "\xc1"}) // stream sequence 1, unreadable
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
 	e.start(reg, runnerOpts{})
 	eventually(t, 10*time.Second, "the task to leave the task stream", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })
 	found := false

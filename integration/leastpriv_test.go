@@ -23,7 +23,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
-	nodeqexec "github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
@@ -686,8 +686,8 @@ func TestLeastPrivConsumerWithoutUpdateRights(t *testing.T) {
 	c.mu.Unlock()
 
 	// Run tasks in process over the consumer user's connection, as the consumer command does.
-	reg := nodeqexec.NewRegistry()
-	_ = reg.Register(nodeqexec.Node{Type: "echo", Executor: nodeqexec.Echo()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
 	cfg := config.Default()
 	cfg.Consumer.Workers, cfg.Consumer.PullWait = 4, pullWait
 	consumerCtx, cancelSetUp := context.WithTimeout(ctx, 10*time.Second)

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
@@ -100,8 +100,8 @@ func nodeLoss(t *testing.T, victim string) {
 	// confirmation, and one published into the connection to the node that
 	// is lost is lost with it, though its task ran and was acked.
 	runs := newCounter()
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "sleep", Executor: runs.wrap(exec.Sleep(time.Minute))})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "sleep", Executor: runs.wrap(executor.Sleep(time.Minute))})
 	done := func() int { return len(runs.snapshot()) }
 
 	// Consumer 0 is connected to the node that is lost, consumer 1 to

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/nodeq/nodeq/internal/config"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
@@ -27,18 +27,18 @@ func TestMixedTasksRunExactlyOnce(t *testing.T) {
 		w.Write(b)
 	}))
 	defer hook.Close()
-	proc, err := exec.Process(exec.ProcessConfig{Command: []string{"cat"}, PassEnv: []string{"PATH"}})
+	proc, err := executor.Process(executor.ProcessConfig{Command: []string{"cat"}, PassEnv: []string{"PATH"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	web, err := exec.HTTP(exec.HTTPConfig{URL: hook.URL})
+	web, err := executor.HTTP(executor.HTTPConfig{URL: hook.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newCounter()
-	reg := exec.NewRegistry()
-	for name, ex := range map[string]exec.Executor{"echo": exec.Echo(), "sleep": exec.Sleep(time.Second), "proc": proc, "web": web} {
-		if err := reg.Register(exec.Node{Type: name, Executor: c.wrap(ex), Timeout: 10 * time.Second}); err != nil {
+	reg := executor.NewRegistry()
+	for name, ex := range map[string]executor.Executor{"echo": executor.Echo(), "sleep": executor.Sleep(time.Second), "proc": proc, "web": web} {
+		if err := reg.Register(executor.Node{Type: name, Executor: c.wrap(ex), Timeout: 10 * time.Second}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -105,8 +105,8 @@ func TestMixedTasksRunExactlyOnce(t *testing.T) {
 // task's encoding.
 func TestResultOnReplySubject(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
 	e.start(reg, runnerOpts{})
 
 	inbox := e.nc.NewInbox()
@@ -154,7 +154,7 @@ func TestGracefulShutdownLosesNoneRunsNoneTwice(t *testing.T) {
 	var mu sync.Mutex
 	running := 0
 	started := make(chan struct{}, 100)
-	slow := exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+	slow := executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		mu.Lock()
 		running++
 		mu.Unlock()
@@ -165,8 +165,8 @@ func TestGracefulShutdownLosesNoneRunsNoneTwice(t *testing.T) {
 		mu.Unlock()
 		return nil, nil
 	})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "slow", Executor: c.wrap(slow)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "slow", Executor: c.wrap(slow)})
 
 	const n = 20
 	pub := queue.NewPublisher(e.js, e.names)
@@ -223,13 +223,13 @@ func TestGracefulShutdownLosesNoneRunsNoneTwice(t *testing.T) {
 func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	started := make(chan struct{}, 1)
-	block := exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+	block := executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "block", Executor: block})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "block", Executor: block})
 	if _, err := queue.NewPublisher(e.js, e.names).Publish(context.Background(), &task.Envelope{ID: "b1", NodeType: "block"}); err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +247,8 @@ func TestShutdownTimeoutHandsTasksBack(t *testing.T) {
 	// The hand-back is a Nak, so the task is at once deliverable again, well
 	// before AckWait (30s) would have returned it: a new consumer gets it now.
 	c := newCounter()
-	reg2 := exec.NewRegistry()
-	_ = reg2.Register(exec.Node{Type: "block", Executor: c.wrap(exec.Echo())})
+	reg2 := executor.NewRegistry()
+	_ = reg2.Register(executor.Node{Type: "block", Executor: c.wrap(executor.Echo())})
 	start := time.Now()
 	e.start(reg2, runnerOpts{workers: 1})
 	eventually(t, 10*time.Second, "the handed-back task to run", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })
@@ -307,7 +307,7 @@ func TestPullsOnlyForIdleWorkers(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	release := make(chan struct{})
 	started := make(chan struct{}, 10)
-	hold := exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+	hold := executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		started <- struct{}{}
 		select {
 		case <-release:
@@ -315,8 +315,8 @@ func TestPullsOnlyForIdleWorkers(t *testing.T) {
 		}
 		return nil, nil
 	})
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "hold", Executor: hold})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "hold", Executor: hold})
 	pub := queue.NewPublisher(e.js, e.names)
 	for i := range 10 {
 		if _, err := pub.Publish(context.Background(), &task.Envelope{ID: fmt.Sprintf("h-%d", i), NodeType: "hold"}); err != nil {

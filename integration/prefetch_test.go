@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -30,8 +30,8 @@ func TestBreakerHandsPrefetchedToHealthyProcess(t *testing.T) {
 				mu.Unlock()
 			}
 		}})
-	broken := exec.NewRegistry()
-	_ = broken.Register(exec.Node{Type: "call", Executor: exec.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
+	broken := executor.NewRegistry()
+	_ = broken.Register(executor.Node{Type: "call", Executor: executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		mu.Lock()
 		ranOnBroken[tk.ID] = time.Now()
 		mu.Unlock()
@@ -55,9 +55,9 @@ func TestBreakerHandsPrefetchedToHealthyProcess(t *testing.T) {
 	failed := len(ranOnBroken)
 	mu.Unlock()
 
-	healthy := exec.NewRegistry()
+	healthy := executor.NewRegistry()
 	c := newCounter()
-	_ = healthy.Register(exec.Node{Type: "call", Executor: c.wrap(exec.Echo())})
+	_ = healthy.Register(executor.Node{Type: "call", Executor: c.wrap(executor.Echo())})
 	start := time.Now()
 	e.start(healthy, runnerOpts{workers: 4})
 	eventually(t, 5*time.Second, "the healthy process to run every task the broken one did not", func() bool { return c.total() >= n-failed })

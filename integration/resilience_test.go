@@ -12,7 +12,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -28,14 +28,14 @@ type journal struct {
 type run struct {
 	id      string
 	at      time.Time
-	attempt exec.Attempt
+	attempt executor.Attempt
 	err     error
 	state   resilience.State // breaker state when the run started, if a breaker was given
 }
 
-func (j *journal) wrap(ex exec.Executor, b *resilience.Breaker) exec.Executor {
-	return exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
-		r := run{id: t.ID, at: time.Now(), attempt: exec.AttemptFrom(ctx)}
+func (j *journal) wrap(ex executor.Executor, b *resilience.Breaker) executor.Executor {
+	return executor.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+		r := run{id: t.ID, at: time.Now(), attempt: executor.AttemptFrom(ctx)}
 		if b != nil {
 			r.state = b.State()
 		}
@@ -77,10 +77,10 @@ func (j *journal) all() []run {
 	return append([]run(nil), j.runs...)
 }
 
-func faultRegistry(j *journal, b *resilience.Breaker) *exec.Registry {
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "fault", Executor: j.wrap(exec.Fault(), b)})
-	_ = reg.Register(exec.Node{Type: "echo", Executor: j.wrap(exec.Echo(), b)})
+func faultRegistry(j *journal, b *resilience.Breaker) *executor.Registry {
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "fault", Executor: j.wrap(executor.Fault(), b)})
+	_ = reg.Register(executor.Node{Type: "echo", Executor: j.wrap(executor.Echo(), b)})
 	return reg
 }
 
@@ -200,7 +200,7 @@ func TestRetriesExhausted(t *testing.T) {
 	if len(runs) != 6 {
 		t.Fatalf("%d runs, want 3 attempts x 2 deliveries", len(runs))
 	}
-	if runs[2].attempt != (exec.Attempt{Number: 3, Delivery: 1}) || runs[3].attempt != (exec.Attempt{Number: 1, Delivery: 2}) {
+	if runs[2].attempt != (executor.Attempt{Number: 3, Delivery: 1}) || runs[3].attempt != (executor.Attempt{Number: 1, Delivery: 2}) {
 		t.Fatalf("attempts %+v %+v", runs[2].attempt, runs[3].attempt)
 	}
 	if gap := runs[3].at.Sub(runs[2].at); gap < 100*time.Millisecond {
@@ -250,15 +250,15 @@ func TestBreakerPausesSubscription(t *testing.T) {
 			transitions = append(transitions, to.String())
 			tmu.Unlock()
 		}})
-	downstream := exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+	downstream := executor.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
 		if down.Load() {
 			return nil, resilience.Errorf(resilience.Transport, "downstream unreachable")
 		}
 		return []byte("ok"), nil
 	})
 	j := &journal{}
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "call", Executor: j.wrap(downstream, b)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "call", Executor: j.wrap(downstream, b)})
 	e.start(reg, runnerOpts{workers: 8, breaker: b, retry: resilience.None(),
 		redelivery: resilience.Redelivery{MaxDeliveries: 100, Backoff: []time.Duration{100 * time.Millisecond}}})
 
@@ -352,15 +352,15 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	var healthy atomic.Bool
 	var calls atomic.Int64
-	downstream := exec.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
+	downstream := executor.Func(func(ctx context.Context, t *task.Envelope) ([]byte, error) {
 		if calls.Add(1)%2 == 0 && !healthy.Load() {
 			return nil, resilience.Errorf(resilience.Transport, "downstream dropped the call")
 		}
 		return []byte("ok"), nil
 	})
 	j := &journal{}
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "call", Executor: j.wrap(downstream, b)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "call", Executor: j.wrap(downstream, b)})
 	// One worker runs the tasks in order; one attempt and one delivery make
 	// every failure final, so each one counts against the breaker at once.
 	e.start(reg, runnerOpts{workers: 1, breaker: b, retry: resilience.None(), redelivery: resilience.Redelivery{MaxDeliveries: 1}})
@@ -412,9 +412,9 @@ func TestOwnStreamIsolatesBreaker(t *testing.T) {
 	sharedBreaker := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(2)})
 	ownBreaker := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(2)})
 	c := newCounter()
-	sharedReg, ownReg := exec.NewRegistry(), exec.NewRegistry()
-	_ = sharedReg.Register(exec.Node{Type: "echo", Executor: c.wrap(exec.Echo())})
-	_ = ownReg.Register(exec.Node{Type: "resize", Executor: c.wrap(exec.Func(func(context.Context, *task.Envelope) ([]byte, error) {
+	sharedReg, ownReg := executor.NewRegistry(), executor.NewRegistry()
+	_ = sharedReg.Register(executor.Node{Type: "echo", Executor: c.wrap(executor.Echo())})
+	_ = ownReg.Register(executor.Node{Type: "resize", Executor: c.wrap(executor.Func(func(context.Context, *task.Envelope) ([]byte, error) {
 		return nil, resilience.Errorf(resilience.Transport, "image service down")
 	}))})
 	so, oo := final, final
@@ -555,8 +555,8 @@ func TestBackoffStopsAtShutdown(t *testing.T) {
 func TestLongRunKeepsTheTask(t *testing.T) {
 	e := newEnvWith(t, queue.StreamOptions{}, queue.ConsumerOptions{AckWait: time.Second})
 	j := &journal{}
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "sleep", Executor: j.wrap(exec.Sleep(time.Minute), nil)})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "sleep", Executor: j.wrap(executor.Sleep(time.Minute), nil)})
 	e.start(reg, runnerOpts{workers: 2, ackWait: time.Second})
 	e.publish(&task.Envelope{ID: "long", NodeType: "sleep", Params: task.Params{"duration": "3500ms"}})
 	eventually(t, 15*time.Second, "the long task to finish", func() bool { return e.streamMsgs(e.names.TaskStream) == 0 })

@@ -17,7 +17,7 @@ import (
 
 	nconfig "github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -125,7 +125,7 @@ type nodeq struct {
 
 type nodeqOpts struct {
 	workers    int
-	registry   *exec.Registry
+	registry   *executor.Registry
 	retry      resilience.Policy
 	redelivery resilience.Redelivery
 	breaker    *resilience.Breaker
@@ -155,10 +155,10 @@ func (b *bench) startNodeq(cons jetstream.Consumer, o nodeqOpts) (*nodeq, error)
 
 func (n *nodeq) stop() { n.cancel(); <-n.done }
 
-func echoRegistry() *exec.Registry {
-	r := exec.NewRegistry()
-	_ = r.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
-	_ = r.Register(exec.Node{Type: "fault", Executor: exec.Fault()})
+func echoRegistry() *executor.Registry {
+	r := executor.NewRegistry()
+	_ = r.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
+	_ = r.Register(executor.Node{Type: "fault", Executor: executor.Fault()})
 	return r
 }
 

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	nexec "github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -281,11 +281,11 @@ func (b *bench) breakerReaction(ctx context.Context) (time.Duration, int, error)
 		}
 	}})
 	reg := echoRegistry()
-	wrapped := nexec.NewRegistry()
+	wrapped := executor.NewRegistry()
 	for _, t := range reg.Types() {
 		node, _ := reg.Lookup(t)
 		ex := node.Executor
-		_ = wrapped.Register(nexec.Node{Type: t, Executor: nexec.Func(func(c context.Context, e *task.Envelope) ([]byte, error) {
+		_ = wrapped.Register(executor.Node{Type: t, Executor: executor.Func(func(c context.Context, e *task.Envelope) ([]byte, error) {
 			mu.Lock()
 			if !tripped.IsZero() {
 				startedAfter++

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -34,9 +34,9 @@ func startConsumer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := exec.NewRegistry()
-	_ = reg.Register(exec.Node{Type: "echo", Executor: exec.Echo()})
-	_ = reg.Register(exec.Node{Type: "fault", Executor: exec.Fault()})
+	reg := executor.NewRegistry()
+	_ = reg.Register(executor.Node{Type: "echo", Executor: executor.Echo()})
+	_ = reg.Register(executor.Node{Type: "fault", Executor: executor.Fault()})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w := worker.New(worker.Options{Names: names, Registry: reg, DLQ: dlq.NewWriter(js, names.DLQPrefix), Replier: nc, Logger: log,
 		Retry: resilience.Fixed(time.Millisecond, 2), Redelivery: resilience.Redelivery{MaxDeliveries: 1}})

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -177,7 +177,7 @@ func (c *Config) validateNode(name string, n Node) []error {
 		unused("max_duration", n.MaxDuration != 0)
 		if len(n.Command) == 0 {
 			bad("command", "required for executor process, e.g. [\"/usr/local/bin/resize\", \"--fast\"]")
-		} else if _, err := exec.Process(exec.ProcessConfig{Command: n.Command, Env: n.Env, PassEnv: n.PassEnv}); err != nil {
+		} else if _, err := executor.Process(executor.ProcessConfig{Command: n.Command, Env: n.Env, PassEnv: n.PassEnv}); err != nil {
 			bad("command", "%v", strings.TrimPrefix(err.Error(), "process node: "))
 		}
 	case ExecHTTP:
@@ -185,7 +185,7 @@ func (c *Config) validateNode(name string, n Node) []error {
 		unused("max_duration", n.MaxDuration != 0)
 		if n.URL == "" {
 			bad("url", "required for executor http")
-		} else if _, err := exec.HTTP(exec.HTTPConfig{URL: n.URL}); err != nil {
+		} else if _, err := executor.HTTP(executor.HTTPConfig{URL: n.URL}); err != nil {
 			bad("url", "%v", strings.TrimPrefix(err.Error(), "http node: "))
 		}
 	case "":
@@ -212,32 +212,32 @@ func (n Node) executor(name string) string {
 }
 
 // Registry builds the executor registry from a validated configuration.
-func (c *Config) Registry() (*exec.Registry, error) {
-	r := exec.NewRegistry()
+func (c *Config) Registry() (*executor.Registry, error) {
+	r := executor.NewRegistry()
 	for _, name := range sortedKeys(c.Nodes) {
 		n := c.Nodes[name]
-		var ex exec.Executor
+		var ex executor.Executor
 		var err error
 		switch n.executor(name) {
 		case ExecEcho:
-			ex = exec.Echo()
+			ex = executor.Echo()
 		case ExecSleep:
 			maxD := n.MaxDuration
 			if maxD == 0 {
 				maxD = time.Hour
 			}
-			ex = exec.Sleep(maxD)
+			ex = executor.Sleep(maxD)
 		case ExecFault:
-			ex = exec.Fault()
+			ex = executor.Fault()
 		case ExecProcess:
-			ex, err = exec.Process(exec.ProcessConfig{Command: n.Command, Dir: n.Dir, Env: n.Env, PassEnv: n.PassEnv, MaxOutput: int(n.MaxOutput)})
+			ex, err = executor.Process(executor.ProcessConfig{Command: n.Command, Dir: n.Dir, Env: n.Env, PassEnv: n.PassEnv, MaxOutput: int(n.MaxOutput)})
 		case ExecHTTP:
-			ex, err = exec.HTTP(exec.HTTPConfig{URL: n.URL, Headers: n.Headers, MaxResponse: int64(n.MaxResponse)})
+			ex, err = executor.HTTP(executor.HTTPConfig{URL: n.URL, Headers: n.Headers, MaxResponse: int64(n.MaxResponse)})
 		default:
 			err = fmt.Errorf("unknown executor %q", n.executor(name))
 		}
 		if err == nil {
-			err = r.Register(exec.Node{Type: name, Executor: ex, Timeout: n.Timeout, Concurrency: n.Concurrency, Retry: c.nodeRetry(n)})
+			err = r.Register(executor.Node{Type: name, Executor: ex, Timeout: n.Timeout, Concurrency: n.Concurrency, Retry: c.nodeRetry(n)})
 		}
 		if err != nil {
 			return nil, c.fieldErrAt([]string{"nodes", name}, "%v", err)

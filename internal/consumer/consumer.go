@@ -19,7 +19,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -44,7 +44,7 @@ type Options struct {
 	// Metrics, if set, are recorded.
 	Metrics *metrics.Metrics
 	// Registry defaults to Config.Registry().
-	Registry *exec.Registry
+	Registry *executor.Registry
 	// ID identifies the process in results, records and the fleet.
 	// Default worker.DefaultID().
 	ID string

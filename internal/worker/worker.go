@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -36,7 +36,7 @@ type Replier interface {
 // Options configure a Worker. Registry and DLQ are required.
 type Options struct {
 	Names    queue.Names
-	Registry *exec.Registry
+	Registry *executor.Registry
 	DLQ      *dlq.Writer
 	// Replier sends results to tasks' reply subjects; nil means no replies.
 	Replier Replier
@@ -359,7 +359,7 @@ func (w *Worker) run(j *job) Verdict {
 	var firstFailure time.Time
 	r := runNode(j.interrupted, runCtx, j.stopping, policy, func(n int) error {
 		var err error
-		out, err = node.Run(exec.WithAttempt(runCtx, exec.Attempt{Number: n, Delivery: j.deliveries}), env)
+		out, err = node.Run(executor.WithAttempt(runCtx, executor.Attempt{Number: n, Delivery: j.deliveries}), env)
 		if err != nil && firstFailure.IsZero() {
 			firstFailure = time.Now()
 		}
@@ -617,7 +617,7 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: dlq.MaskHeaders(msg.Headers(), w.o.MaskHeaders), Data: msg.Data(),
 		NodeType: w.o.Names.NodeTypeOf(msg.Subject()),
 	}
-	var pe *exec.PanicError
+	var pe *executor.PanicError
 	if errors.As(f.err, &pe) {
 		rec.Stack = pe.Stack
 	}

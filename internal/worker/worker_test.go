@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nodeq/nodeq/internal/exec"
+	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -113,9 +113,9 @@ func (l *fakeLedger) Forget(_ context.Context, seq uint64) error {
 func (l *fakeLedger) ReportHeld(context.Context, string, queue.HeldReport) error { return nil }
 
 // nodes returns a registry with node type "n" running run.
-func nodes(run func() error) *exec.Registry {
-	r := exec.NewRegistry()
-	_ = r.Register(exec.Node{Type: "n", Executor: exec.Func(func(context.Context, *task.Envelope) ([]byte, error) { return nil, run() })})
+func nodes(run func() error) *executor.Registry {
+	r := executor.NewRegistry()
+	_ = r.Register(executor.Node{Type: "n", Executor: executor.Func(func(context.Context, *task.Envelope) ([]byte, error) { return nil, run() })})
 	return r
 }
 

@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package exec
+package executor
 
 import (
 	"errors"

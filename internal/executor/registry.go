@@ -1,6 +1,6 @@
 // Package exec runs nodes: the Executor interface, the registry that maps a
 // node type to its executor, and the built-in executors.
-package exec
+package executor
 
 import (
 	"context"
