@@ -21,19 +21,19 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/natstest"
-	"github.com/nodeq/nodeq/internal/queue"
 )
 
 // connectWith dials s with auth; it must fail (or succeed) quickly.
-func connectWith(t *testing.T, url string, a queue.Auth) error {
+func connectWith(t *testing.T, url string, a natsconn.Auth) error {
 	t.Helper()
 	opts, err := a.Options()
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	nc, err := queue.Connect(url, "auth-test", slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
+	nc, err := natsconn.Connect(url, "auth-test", slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("connect took %v: a wrong credential must fail fast, not hang", took)
 	}
@@ -43,7 +43,7 @@ func connectWith(t *testing.T, url string, a queue.Auth) error {
 	return err
 }
 
-func expectAuth(t *testing.T, url string, good, bad queue.Auth, badMsg string) {
+func expectAuth(t *testing.T, url string, good, bad natsconn.Auth, badMsg string) {
 	t.Helper()
 	if err := connectWith(t, url, good); err != nil {
 		t.Fatalf("good credentials refused: %v", err)
@@ -59,12 +59,12 @@ func expectAuth(t *testing.T, url string, good, bad queue.Auth, badMsg string) {
 
 func TestAuthUserPassword(t *testing.T) {
 	s := natstest.ServerWith(t, func(o *server.Options) { o.Username, o.Password = "svc", "s3cret" })
-	expectAuth(t, s.ClientURL(), queue.Auth{User: "svc", Password: "s3cret"}, queue.Auth{User: "svc", Password: "wrong-pw"}, "Authorization Violation")
+	expectAuth(t, s.ClientURL(), natsconn.Auth{User: "svc", Password: "s3cret"}, natsconn.Auth{User: "svc", Password: "wrong-pw"}, "Authorization Violation")
 }
 
 func TestAuthToken(t *testing.T) {
 	s := natstest.ServerWith(t, func(o *server.Options) { o.Authorization = "tok-123" })
-	expectAuth(t, s.ClientURL(), queue.Auth{Token: "tok-123"}, queue.Auth{Token: "tok-999"}, "Authorization Violation")
+	expectAuth(t, s.ClientURL(), natsconn.Auth{Token: "tok-123"}, natsconn.Auth{Token: "tok-999"}, "Authorization Violation")
 }
 
 func writeFile(t *testing.T, name string, data []byte) string {
@@ -83,8 +83,8 @@ func TestAuthNKey(t *testing.T) {
 	other, _ := nkeys.CreateUser()
 	otherSeed, _ := other.Seed()
 	s := natstest.ServerWith(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
-	expectAuth(t, s.ClientURL(), queue.Auth{NKeySeedFile: writeFile(t, "user.nk", seed)},
-		queue.Auth{NKeySeedFile: writeFile(t, "other.nk", otherSeed)}, "Authorization Violation")
+	expectAuth(t, s.ClientURL(), natsconn.Auth{NKeySeedFile: writeFile(t, "user.nk", seed)},
+		natsconn.Auth{NKeySeedFile: writeFile(t, "other.nk", otherSeed)}, "Authorization Violation")
 }
 
 func TestAuthCredsJWT(t *testing.T) {
@@ -130,8 +130,8 @@ func TestAuthCredsJWT(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	expectAuth(t, s.ClientURL(), queue.Auth{CredsFile: writeFile(t, "good.creds", creds(acc))},
-		queue.Auth{CredsFile: writeFile(t, "bad.creds", creds(unknown))}, "Authorization Violation")
+	expectAuth(t, s.ClientURL(), natsconn.Auth{CredsFile: writeFile(t, "good.creds", creds(acc))},
+		natsconn.Auth{CredsFile: writeFile(t, "bad.creds", creds(unknown))}, "Authorization Violation")
 }
 
 // pki writes a CA and a certificate it signed for "localhost" and 127.0.0.1.
@@ -179,19 +179,19 @@ func TestAuthTLS(t *testing.T) {
 		o.TLSConfig, o.TLS, o.TLSVerify, o.TLSTimeout = cfg, true, true, 2
 	})
 	url := strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
-	good := queue.Auth{CAFile: srv.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "localhost"}
-	expectAuth(t, url, good, queue.Auth{CAFile: strangers.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "localhost"}, "certificate signed by unknown authority")
-	if err := connectWith(t, url, queue.Auth{CAFile: srv.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "nats.example.com"}); err == nil ||
+	good := natsconn.Auth{CAFile: srv.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "localhost"}
+	expectAuth(t, url, good, natsconn.Auth{CAFile: strangers.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "localhost"}, "certificate signed by unknown authority")
+	if err := connectWith(t, url, natsconn.Auth{CAFile: srv.caFile, CertFile: clientCert, KeyFile: clientKey, ServerName: "nats.example.com"}); err == nil ||
 		!strings.Contains(err.Error(), "nats.example.com") {
 		t.Fatalf("server name verification: %v", err)
 	}
-	if err := connectWith(t, url, queue.Auth{CAFile: srv.caFile, ServerName: "localhost"}); err == nil {
+	if err := connectWith(t, url, natsconn.Auth{CAFile: srv.caFile, ServerName: "localhost"}); err == nil {
 		t.Fatal("connected without the client certificate the server requires")
 	}
 }
 
 func TestAuthOptionErrors(t *testing.T) {
-	for _, a := range []queue.Auth{
+	for _, a := range []natsconn.Auth{
 		{Password: "x"},
 		{User: "u", Password: "p", Token: "t"},
 		{NKeySeedFile: "/no/such/seed"},

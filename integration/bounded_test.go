@@ -19,6 +19,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -236,10 +237,10 @@ func TestFullDLQKeepsOutcome(t *testing.T) {
 		e.publish(&task.Envelope{ID: id, NodeType: "broken", ReplyTo: "results." + id})
 	}
 	eventually(t, 10*time.Second, "every broken task held by the consumer", func() bool {
-		st, err := queue.GetStatus(ctx, e.js, e.names)
+		st, err := fleet.GetStatus(ctx, e.js, e.names)
 		return err == nil && st.DLQRefusing.Tasks == broken
 	})
-	st, _ := queue.GetStatus(ctx, e.js, e.names)
+	st, _ := fleet.GetStatus(ctx, e.js, e.names)
 	if st.DLQRefusing.Processes != 1 || !strings.Contains(st.DLQRefusing.Error, "maximum bytes") || !st.DLQFull {
 		t.Errorf("status: %+v, full %v; want 1 process, the refusal (maximum bytes exceeded), and full", st.DLQRefusing, st.DLQFull)
 	}
@@ -278,7 +279,7 @@ func TestFullDLQKeepsOutcome(t *testing.T) {
 		t.Errorf("the broken node ran %d times in all; want %d", n, broken)
 	}
 	eventually(t, 5*time.Second, "status clear", func() bool {
-		st, err := queue.GetStatus(ctx, e.js, e.names)
+		st, err := fleet.GetStatus(ctx, e.js, e.names)
 		return err == nil && st.DLQRefusing.Tasks == 0 && !st.DLQFull
 	})
 	r.stop()

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -219,7 +220,7 @@ func TestSecondConsumerOnDataDirRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-first.exited
-	if b, err := os.ReadFile(filepath.Join(dataDir, queue.StoreLockFile)); err != nil || !bytes.Contains(b, []byte(first.url)) {
+	if b, err := os.ReadFile(filepath.Join(dataDir, natsconn.StoreLockFile)); err != nil || !bytes.Contains(b, []byte(first.url)) {
 		t.Fatalf("lock file of the killed consumer: %q, %v", b, err)
 	}
 	third := startEmbeddedConsumer(t, dataDir, "third")

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
@@ -380,7 +381,7 @@ func TestFleetBreakerProcesses(t *testing.T) {
 	defer sB.Close()
 
 	// Record the shared breaker's transitions with the server's timestamps.
-	kv, err := e.js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: queue.BreakerBucket, History: 1})
+	kv, err := e.js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: fleet.BreakerBucket, History: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func TestFleetBreakerProcesses(t *testing.T) {
 	}
 	ids = append(ids, more...)
 	time.Sleep(500 * time.Millisecond)
-	if st, err := queue.GetStatus(context.Background(), e.js, e.names); err != nil || !st.Paused || st.Pending < 40 {
+	if st, err := fleet.GetStatus(context.Background(), e.js, e.names); err != nil || !st.Paused || st.Pending < 40 {
 		t.Fatalf("consumer not paused with the new tasks pending: %+v %v", st, err)
 	}
 	if after := dA.count() + dB.count(); after != before {
@@ -465,7 +466,7 @@ func TestFleetBreakerProcesses(t *testing.T) {
 	if probes != 1 {
 		t.Fatalf("%d requests between the probe claim and the close, want exactly one probe", probes)
 	}
-	if st, err := queue.GetStatus(context.Background(), e.js, e.names); err != nil || st.Breaker != "closed" || st.Paused {
+	if st, err := fleet.GetStatus(context.Background(), e.js, e.names); err != nil || st.Breaker != "closed" || st.Paused {
 		t.Fatalf("status after recovery: %+v %v", st, err)
 	}
 	far := time.Now().Add(time.Hour)

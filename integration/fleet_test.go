@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -38,7 +39,7 @@ func newInstance(t *testing.T, base *env, id string) *instance {
 		t.Fatal(err)
 	}
 	e := &env{t: t, srv: base.srv, nc: nc, js: js, names: base.names, cons: cons}
-	fb, err := queue.NewFleetBreaker(context.Background(), js, base.names, id, testLogger(t))
+	fb, err := fleet.NewFleetBreaker(context.Background(), js, base.names, id, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -384,7 +385,7 @@ func TestReplayRefusesForgedRecords(t *testing.T) {
 func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	ctx := context.Background()
-	fb, err := queue.NewFleetBreaker(ctx, e.js, e.names, "test/1", testLogger(t))
+	fb, err := fleet.NewFleetBreaker(ctx, e.js, e.names, "test/1", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +396,7 @@ func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 	if err := fb.Watch(wctx, b); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := e.js.KeyValue(ctx, queue.BreakerBucket)
+	kv, err := e.js.KeyValue(ctx, fleet.BreakerBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

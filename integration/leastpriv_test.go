@@ -24,6 +24,7 @@ import (
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
@@ -512,7 +513,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if code, out, errOut = producerAs(t, srv, lpOperator, "pause", "--until", "1h"); code != 0 {
 		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
 	}
-	var st queue.Status
+	var st fleet.Status
 	code, out, errOut = producerAs(t, srv, lpOperator, "status", "--json")
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || !st.Paused || st.DeadLetters != 12 {
 		t.Fatalf("status while paused: exit %d\n%s%s", code, out, errOut)
@@ -525,7 +526,7 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 	}
 	eventually(t, 5*time.Second, "the consumer to pull while paused", func() bool {
-		st, err := queue.GetStatus(ctx, op.js, names)
+		st, err := fleet.GetStatus(ctx, op.js, names)
 		return err == nil && st.Paused && st.Waiting > 0 && st.Pending == 3
 	})
 	denied := map[string][]string{
@@ -557,7 +558,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if n := op.streamMsgs(t, names.TaskStream); n != 3 {
 		t.Fatalf("the task stream holds %d tasks after the refused purge and delete, want 3", n)
 	}
-	if st, err := queue.GetStatus(ctx, op.js, names); err != nil || !st.Paused || st.Pending != 3 || st.InFlight != 0 {
+	if st, err := fleet.GetStatus(ctx, op.js, names); err != nil || !st.Paused || st.Pending != 3 || st.InFlight != 0 {
 		t.Fatalf("after the refused resume: %+v %v; want paused with 3 tasks pending", st, err)
 	}
 
@@ -757,7 +758,7 @@ func TestLeastPrivSetupAndFleetLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the fleet breaker to open and pause the consumer", func() bool {
-		st, err := queue.GetStatus(ctx, op.js, names)
+		st, err := fleet.GetStatus(ctx, op.js, names)
 		return err == nil && st.Breaker == "open" && st.Paused && st.DeadLetters == 1
 	})
 	var ids []string
@@ -769,7 +770,7 @@ func TestLeastPrivSetupAndFleetLines(t *testing.T) {
 		}
 	}
 	eventually(t, 20*time.Second, "the probe to close the breaker and the tasks to run", func() bool {
-		st, err := queue.GetStatus(ctx, op.js, names)
+		st, err := fleet.GetStatus(ctx, op.js, names)
 		return err == nil && st.Breaker == "closed" && !st.Paused && res.succeeded(ids) == len(ids)
 	})
 	account(t, append(ids, "trip"), res, map[string]string{"trip": "retries_exhausted"}, nil)

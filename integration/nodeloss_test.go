@@ -15,6 +15,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/natstest"
 	"github.com/nodeq/nodeq/internal/queue"
 )
@@ -116,7 +117,7 @@ func nodeLoss(t *testing.T, victim string) {
 				order = append(order, s.ClientURL())
 			}
 		}
-		cnc, err := queue.Connect(strings.Join(order, ","), fmt.Sprintf("nodeloss-%d", i), testLogger(t), nats.DontRandomize())
+		cnc, err := natsconn.Connect(strings.Join(order, ","), fmt.Sprintf("nodeloss-%d", i), testLogger(t), nats.DontRandomize())
 		if err != nil {
 			t.Fatal(err)
 		}

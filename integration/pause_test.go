@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/task"
 )
@@ -16,7 +17,7 @@ func TestFleetPause(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	c := e.echoCounter()
 	ctx := context.Background()
-	if err := queue.Pause(ctx, e.js, e.names, time.Now().Add(time.Hour)); err != nil {
+	if err := fleet.Pause(ctx, e.js, e.names, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10 {
@@ -27,20 +28,20 @@ func TestFleetPause(t *testing.T) {
 	if _, err := queue.EnsureConsumer(ctx, e.js, e.names, queue.ConsumerOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := queue.GetStatus(ctx, e.js, e.names)
+	st, err := fleet.GetStatus(ctx, e.js, e.names)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !st.Paused || st.Pending != 10 || c.total() != 0 || time.Until(st.PausedUntil) < 50*time.Minute {
 		t.Fatalf("while paused: %+v, %d tasks ran", st, c.total())
 	}
-	if err := queue.Resume(ctx, e.js, e.names); err != nil {
+	if err := fleet.Resume(ctx, e.js, e.names); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the paused tasks to run after resume", func() bool { return c.total() == 10 })
 
 	// A pause with a deadline ends by itself.
-	if err := queue.Pause(ctx, e.js, e.names, time.Now().Add(1500*time.Millisecond)); err != nil {
+	if err := fleet.Pause(ctx, e.js, e.names, time.Now().Add(1500*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	e.publish(&task.Envelope{ID: "after-window", NodeType: "echo"})
@@ -49,7 +50,7 @@ func TestFleetPause(t *testing.T) {
 		t.Fatal("a task ran during the maintenance window")
 	}
 	eventually(t, 10*time.Second, "the server to resume by itself", func() bool { return c.total() == 11 })
-	if st, _ := queue.GetStatus(ctx, e.js, e.names); st.Paused || st.Pending != 0 {
+	if st, _ := fleet.GetStatus(ctx, e.js, e.names); st.Paused || st.Pending != 0 {
 		t.Fatalf("after the window: %+v", st)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	nconfig "github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -33,7 +34,7 @@ type bench struct {
 }
 
 func newBench(dir string) (*bench, error) {
-	srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir})
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/version"
 	"github.com/nodeq/nodeq/internal/worker"
@@ -197,12 +198,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			log.Warn("nats.tls is ignored: the embedded nats-server serves no TLS; set nats.url to use a TLS server")
 			auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", ""
 		}
-		srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways, Auth: auth})
+		srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways, Auth: auth})
 		if err != nil {
 			return err
 		}
 		defer func() {
-			queue.ShutdownEmbedded(srv) // and release the store directory's lock
+			natsconn.ShutdownEmbedded(srv) // and release the store directory's lock
 			log.Info("embedded nats-server stopped")
 		}()
 		url = srv.ClientURL()
@@ -212,7 +213,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if authOpts, err = auth.Options(); err != nil {
 		return err
 	}
-	nc, err := queue.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, append(authOpts, queue.ConsumerInbox())...)
+	nc, err := natsconn.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, append(authOpts, queue.ConsumerInbox())...)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
 )
 
@@ -47,7 +48,7 @@ func (c *connFlags) connect(log *slog.Logger, jsOpts ...jetstream.JetStreamOpt) 
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := queue.Connect(c.url, "nodeq-producer", log, append(authOpts, nats.MaxReconnects(3))...)
+	nc, err := natsconn.Connect(c.url, "nodeq-producer", log, append(authOpts, nats.MaxReconnects(3))...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/queue"
 )
 
@@ -49,7 +50,7 @@ of consumers and servers. With --until the server resumes by itself at that time
   producer pause                 # until producer resume`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			end := time.Now().Add(queue.Forever)
+			end := time.Now().Add(fleet.Forever)
 			if until != "" {
 				d, err := time.ParseDuration(until)
 				switch {
@@ -64,7 +65,7 @@ of consumers and servers. With --until the server resumes by itself at that time
 				}
 			}
 			return conn.withJS(e, func(js jetstream.JetStream) error {
-				if err := queue.Pause(ctx, js, ff.names(conn), end); err != nil {
+				if err := fleet.Pause(ctx, js, ff.names(conn), end); err != nil {
 					return err
 				}
 				if until == "" {
@@ -89,7 +90,7 @@ func resumeCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return conn.withJS(e, func(js jetstream.JetStream) error {
-				if err := queue.Resume(ctx, js, ff.names(conn)); err != nil {
+				if err := fleet.Resume(ctx, js, ff.names(conn)); err != nil {
 					return err
 				}
 				fmt.Fprintf(e.stdout, "resumed %s\n", ff.consumer)
@@ -110,7 +111,7 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return conn.withJS(e, func(js jetstream.JetStream) error {
-				st, err := queue.GetStatus(ctx, js, ff.names(conn))
+				st, err := fleet.GetStatus(ctx, js, ff.names(conn))
 				if err != nil {
 					return err
 				}
@@ -120,7 +121,7 @@ func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
 				paused := "no"
 				if st.Paused {
 					paused = "until " + st.PausedUntil.Format(time.RFC3339)
-					if time.Until(st.PausedUntil) > queue.Forever/2 {
+					if time.Until(st.PausedUntil) > fleet.Forever/2 {
 						paused = "until resumed"
 					}
 				}

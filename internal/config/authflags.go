@@ -3,13 +3,13 @@ package config
 import (
 	"github.com/spf13/pflag"
 
-	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/natsconn"
 )
 
 // AuthFlags are the NATS authentication and TLS flags both commands take.
 type AuthFlags struct {
 	fs *pflag.FlagSet
-	a  queue.Auth
+	a  natsconn.Auth
 }
 
 // BindAuthFlags registers the flags on fs.
@@ -28,7 +28,7 @@ func BindAuthFlags(fs *pflag.FlagSet) *AuthFlags {
 }
 
 // Overlay returns base with every flag that was given replacing its field.
-func (f *AuthFlags) Overlay(base queue.Auth) queue.Auth {
+func (f *AuthFlags) Overlay(base natsconn.Auth) natsconn.Auth {
 	for name, dst := range map[string]*string{
 		"nats-user": &base.User, "nats-password": &base.Password, "nats-token": &base.Token, "nats-nkey": &base.NKeySeedFile,
 		"nats-creds": &base.CredsFile, "tls-ca": &base.CAFile, "tls-cert": &base.CertFile, "tls-key": &base.KeyFile,
@@ -42,7 +42,7 @@ func (f *AuthFlags) Overlay(base queue.Auth) queue.Auth {
 }
 
 // SetNATS writes a into the configuration's nats section.
-func (c *Config) SetNATS(a queue.Auth) {
+func (c *Config) SetNATS(a natsconn.Auth) {
 	n := &c.NATS
 	n.User, n.Password, n.Token, n.NKeySeedFile, n.CredsFile = a.User, a.Password, a.Token, a.NKeySeedFile, a.CredsFile
 	n.TLS = TLS{CAFile: a.CAFile, CertFile: a.CertFile, KeyFile: a.KeyFile, ServerName: a.ServerName}

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 )
@@ -286,9 +287,9 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // Auth returns the NATS authentication and TLS settings.
-func (c *Config) Auth() queue.Auth {
+func (c *Config) Auth() natsconn.Auth {
 	n := c.NATS
-	return queue.Auth{User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKeySeedFile, CredsFile: n.CredsFile,
+	return natsconn.Auth{User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKeySeedFile, CredsFile: n.CredsFile,
 		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile, ServerName: n.TLS.ServerName}
 }
 

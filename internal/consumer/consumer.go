@@ -20,6 +20,7 @@ import (
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/executor"
+	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
@@ -86,7 +87,7 @@ type Consumer struct {
 	names   queue.Names
 	durable jetstream.Consumer
 	breaker *resilience.Breaker
-	fleet   *queue.FleetBreaker
+	fleet   *fleet.FleetBreaker
 	acks    *queue.AckConfirmer
 	worker  *worker.Worker
 	puller  *queue.Puller
@@ -254,7 +255,7 @@ func (c *Consumer) buildBreaker(ctx context.Context) error {
 	} else if bs, on := cfg.BreakerSettings(); on {
 		bs.Name = c.names.Consumer
 		if cfg.Breaker.Scope == "fleet" {
-			fleet, err := queue.NewFleetBreaker(ctx, c.js, c.names, c.o.ID, c.log)
+			fleet, err := fleet.NewFleetBreaker(ctx, c.js, c.names, c.o.ID, c.log)
 			if err != nil {
 				return fmt.Errorf("fleet breaker: %w", err)
 			}

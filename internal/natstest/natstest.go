@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/natsconn"
 )
 
 // Server starts an embedded nats-server with JetStream on a random loopback
@@ -32,7 +32,7 @@ func ServerIn(t testing.TB, dir string) *server.Server {
 // that stop a server and start it again where clients expect it.
 func ServerAt(t testing.TB, dir, listen string) *server.Server {
 	t.Helper()
-	s, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: listen, StoreDir: dir})
+	s, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{Listen: listen, StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

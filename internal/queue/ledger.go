@@ -279,6 +279,20 @@ const (
 )
 
 // readHeld sums the held reports of one task stream and consumer.
+// ReadHeldSummary sums the consumers' reports of failed tasks they hold
+// because the dead-letter stream refuses their records.
+func ReadHeldSummary(ctx context.Context, js jetstream.JetStream, n Names) (HeldSummary, error) {
+	kv, err := js.KeyValue(ctx, LedgerBucket)
+	if err != nil {
+		return HeldSummary{}, fmt.Errorf("delivery ledger %s: %w", LedgerBucket, err)
+	}
+	s, err := readHeld(ctx, kv, n)
+	if err != nil {
+		return s, fmt.Errorf("delivery ledger %s: %w", LedgerBucket, err)
+	}
+	return s, nil
+}
+
 func readHeld(ctx context.Context, kv jetstream.KeyValue, n Names) (HeldSummary, error) {
 	var s HeldSummary
 	prefix := kvToken(n.TaskStream) + "." + kvToken(n.Consumer) + ".held."

@@ -109,8 +109,8 @@ func TestDeliveryLedger(t *testing.T) {
 	}
 }
 
-// Held reports add up in status, and a report of nothing removes one.
-func TestHeldReportsInStatus(t *testing.T) {
+// Held reports add up in the summary, and a report of nothing removes one.
+func TestHeldReportsSummed(t *testing.T) {
 	js, l := ledgerSetup(t)
 	ctx := context.Background()
 	names := queue.DefaultNames()
@@ -123,18 +123,18 @@ func TestHeldReportsInStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := queue.GetStatus(ctx, js, names)
+	h, err := queue.ReadHeldSummary(ctx, js, names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := st.DLQRefusing; h.Tasks != 5 || h.Processes != 2 || !h.Since.Equal(since) || h.Error != "maximum bytes exceeded" {
+	if h.Tasks != 5 || h.Processes != 2 || !h.Since.Equal(since) || h.Error != "maximum bytes exceeded" {
 		t.Fatalf("summary %+v", h)
 	}
 	if err := l.ReportHeld(ctx, "host 0/pid", queue.HeldReport{}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := queue.GetStatus(ctx, js, names); st.DLQRefusing.Tasks != 2 || st.DLQRefusing.Processes != 1 {
-		t.Fatalf("after one cleared: %+v", st.DLQRefusing)
+	if h, _ := queue.ReadHeldSummary(ctx, js, names); h.Tasks != 2 || h.Processes != 1 {
+		t.Fatalf("after one cleared: %+v", h)
 	}
 }
 

@@ -1,6 +1,8 @@
-// Package queue is nodeq's JetStream plumbing: connecting, the embedded
-// server, streams and the durable consumer, publishing, and the pull loop
-// that hands messages to idle workers.
+// Package queue is nodeq's JetStream topology and messaging: the names,
+// the streams and the durable consumer, publishing, the pull loop that
+// hands tasks to idle workers, acks and replies, and the delivery ledger.
+// Connecting and the embedded server are in package natsconn; pausing,
+// status and the fleet-wide breaker state in package fleet.
 package queue
 
 import (

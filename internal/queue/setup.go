@@ -642,6 +642,13 @@ func RetrySetup(ctx context.Context, log *slog.Logger, what string, f func(ctx c
 	return retryCreate(ctx, log, what, f)
 }
 
+// CallAPI is apiCall for JetStream API calls made outside this package:
+// a call the server refuses for lack of permission fails at once with an
+// error wrapping nats.ErrPermissionViolation instead of timing out.
+func CallAPI(ctx context.Context, js jetstream.JetStream, api string, call func(context.Context) error) error {
+	return apiCall(ctx, js, api, call)
+}
+
 // waitingFor says what a transient set-up error waits for, or "" for a
 // race with another process setting up the same objects.
 func waitingFor(err error) string {

@@ -89,7 +89,7 @@ func TestEnsureStreamsKeepsOperatorHardening(t *testing.T) {
 	if _, err := js.UpdateConsumer(ctx, n.TaskStream, cc); err != nil {
 		t.Fatal(err)
 	}
-	if err := queue.Pause(ctx, js, n, time.Now().Add(time.Hour)); err != nil {
+	if _, err := js.PauseConsumer(ctx, n.TaskStream, n.Consumer, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,8 +1,12 @@
-package queue
+// Package fleet acts on the whole fleet of consumer processes that share
+// one durable consumer: it pauses and resumes them on the server, reads
+// their status, and keeps the fleet-wide state of the circuit breaker.
+package fleet
 
 import (
 	"context"
 	"fmt"
+	"github.com/nodeq/nodeq/internal/queue"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,7 +18,7 @@ const Forever = 100 * 365 * 24 * time.Hour
 // Pause stops delivery of the shared durable consumer to every consumer
 // process until the given time (the server resumes it by itself then), or
 // until Resume. Consumers keep running and pull nothing. Needs nats-server 2.11+.
-func Pause(ctx context.Context, js jetstream.JetStream, n Names, until time.Time) error {
+func Pause(ctx context.Context, js jetstream.JetStream, n queue.Names, until time.Time) error {
 	n = n.WithDefaults()
 	if _, err := js.PauseConsumer(ctx, n.TaskStream, n.Consumer, until); err != nil {
 		return fmt.Errorf("pause consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
@@ -23,7 +27,7 @@ func Pause(ctx context.Context, js jetstream.JetStream, n Names, until time.Time
 }
 
 // Resume ends a pause at once.
-func Resume(ctx context.Context, js jetstream.JetStream, n Names) error {
+func Resume(ctx context.Context, js jetstream.JetStream, n queue.Names) error {
 	n = n.WithDefaults()
 	if _, err := js.ResumeConsumer(ctx, n.TaskStream, n.Consumer); err != nil {
 		return fmt.Errorf("resume consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
@@ -56,7 +60,7 @@ type Status struct {
 	// DLQRefusing sums the consumers' reports of failed tasks they hold
 	// because the dead-letter stream refuses their records (full, gone,
 	// not permitted): their outcome is kept and only the store is retried.
-	DLQRefusing HeldSummary `json:"dlq_refusing,omitzero"`
+	DLQRefusing queue.HeldSummary `json:"dlq_refusing,omitzero"`
 	// DLQRefusingUnknown says why the reports could not be read, if so.
 	DLQRefusingUnknown string `json:"dlq_refusing_unknown,omitempty"`
 	// DLQFull is set when the dead-letter stream is at its max_msgs, or has
@@ -66,7 +70,7 @@ type Status struct {
 }
 
 // GetStatus reads the shared consumer's state.
-func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, error) {
+func GetStatus(ctx context.Context, js jetstream.JetStream, n queue.Names) (*Status, error) {
 	n = n.WithDefaults()
 	c, err := js.Consumer(ctx, n.TaskStream, n.Consumer)
 	if err != nil {
@@ -92,10 +96,8 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, e
 			}
 		}
 	}
-	if kv, err := js.KeyValue(ctx, LedgerBucket); err != nil {
-		st.DLQRefusingUnknown = "delivery ledger " + LedgerBucket + ": " + err.Error()
-	} else if held, err := readHeld(ctx, kv, n); err != nil {
-		st.DLQRefusingUnknown = "delivery ledger " + LedgerBucket + ": " + err.Error()
+	if held, err := queue.ReadHeldSummary(ctx, js, n); err != nil {
+		st.DLQRefusingUnknown = err.Error()
 	} else {
 		st.DLQRefusing = held
 	}
@@ -104,7 +106,7 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n Names) (*Status, e
 			st.DeadLetters = si.State.Msgs
 			c := si.Config
 			// Full: less room left than a 1 MiB record, or than 1% of the stream.
-			st.DLQFull = c.MaxBytes > 0 && si.State.Bytes+uint64(min(c.MaxBytes/100, DefaultMaxMsgSize)) >= uint64(c.MaxBytes) ||
+			st.DLQFull = c.MaxBytes > 0 && si.State.Bytes+uint64(min(c.MaxBytes/100, queue.DefaultMaxMsgSize)) >= uint64(c.MaxBytes) ||
 				c.MaxMsgs > 0 && si.State.Msgs >= uint64(c.MaxMsgs)
 		}
 	}

@@ -1,4 +1,7 @@
-package queue
+// Package natsconn connects to NATS: connection options and credentials,
+// URL redaction for logs, and the embedded nats-server a consumer starts
+// when no NATS URL is set, with the lock on its store directory.
+package natsconn
 
 import (
 	"fmt"

@@ -1,6 +1,6 @@
 //go:build windows
 
-package queue
+package natsconn
 
 import (
 	"errors"

@@ -1,10 +1,11 @@
-package queue
+package fleet
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nodeq/nodeq/internal/queue"
 	"log/slog"
 	"time"
 
@@ -25,7 +26,7 @@ const BreakerBucket = "nodeq_breakers"
 type FleetBreaker struct {
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
-	names Names
+	names queue.Names
 	id    string
 	log   *slog.Logger
 	// ProbeTimeout is how long a claimed probe may go without closing or
@@ -50,12 +51,12 @@ type fleetState struct {
 
 // NewFleetBreaker opens (creating if needed) the breaker bucket. id names
 // this instance (host/pid).
-func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n Names, id string, log *slog.Logger) (*FleetBreaker, error) {
+func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n queue.Names, id string, log *slog.Logger) (*FleetBreaker, error) {
 	n = n.WithDefaults()
 	var kv jetstream.KeyValue
-	err := retryCreate(ctx, log, "fleet breaker bucket "+BreakerBucket, func(ctx context.Context) error {
+	err := queue.RetrySetup(ctx, log, "fleet breaker bucket "+BreakerBucket, func(ctx context.Context) error {
 		// Several API calls: a denial of any of them fails at once.
-		return apiCall(ctx, js, "", func(ctx context.Context) error {
+		return queue.CallAPI(ctx, js, "", func(ctx context.Context) error {
 			var err error
 			kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BreakerBucket, Description: "nodeq fleet-wide circuit breakers", History: 1})
 			return err
