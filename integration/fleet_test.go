@@ -84,7 +84,7 @@ func TestFleetBreaker(t *testing.T) {
 	}
 	publish(40)
 	eventually(t, 20*time.Second, "a's failures to open both breakers", func() bool {
-		return a.breaker.State() == resilience.Open && b.breaker.State() == resilience.Open
+		return a.breaker.State() == resilience.StateOpen && b.breaker.State() == resilience.StateOpen
 	})
 	// Within one pull, nobody receives anything more.
 	time.Sleep(pullWait + 200*time.Millisecond)
@@ -111,9 +111,9 @@ func TestFleetBreaker(t *testing.T) {
 	for _, in := range []*instance{a, b} {
 		for _, r := range in.j.all() {
 			switch r.state {
-			case resilience.HalfOpen:
+			case resilience.StateHalfOpen:
 				halfOpen++
-			case resilience.Open:
+			case resilience.StateOpen:
 				duringOpen++
 			}
 		}
@@ -122,7 +122,7 @@ func TestFleetBreaker(t *testing.T) {
 	if halfOpen != 1 || duringOpen != 0 {
 		t.Fatalf("%d runs while half-open (want exactly one probe), %d while open", halfOpen, duringOpen)
 	}
-	if a.breaker.State() != resilience.Closed || b.breaker.State() != resilience.Closed {
+	if a.breaker.State() != resilience.StateClosed || b.breaker.State() != resilience.StateClosed {
 		t.Fatalf("breakers %v, %v after recovery", a.breaker.State(), b.breaker.State())
 	}
 	if d := base.streamMsgs(base.names.DLQStream); d != 0 {

@@ -253,7 +253,7 @@ func TestHostileTasksHarmOnlyThemselves(t *testing.T) {
 	if got, want := downstreamCalls.Load(), int64(10); got != want {
 		t.Errorf("the downstream was called %d times, want %d (the good hook tasks only)", got, want)
 	}
-	if s := breaker.State(); s != resilience.Closed {
+	if s := breaker.State(); s != resilience.StateClosed {
 		t.Errorf("breaker %v: a hostile task counted as a downstream failure", s)
 	}
 	if !e.nc.IsConnected() {
@@ -404,14 +404,14 @@ func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // let the watcher see it
-	if s := b.State(); s != resilience.Closed {
+	if s := b.State(); s != resilience.StateClosed {
 		t.Fatalf("an entry with an unknown state moved the breaker to %v", s)
 	}
 	start := time.Now()
 	if _, err := kv.Put(ctx, e.names.Consumer, []byte(`{"state":"open","until":"2100-01-01T00:00:00Z","trips":999999,"owner":"mallory"}`)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the forged open to reach the breaker", func() bool { return b.State() != resilience.Closed })
+	eventually(t, 5*time.Second, "the forged open to reach the breaker", func() bool { return b.State() != resilience.StateClosed })
 	// The probe may be claimed once MaxCooldown has passed since the entry was stored.
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pcancel()
@@ -419,8 +419,8 @@ func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the breaker stayed open for %v: %v", time.Since(start).Round(time.Millisecond), err)
 	}
-	report(resilience.Success)
-	if s := b.State(); s != resilience.Closed {
+	report(resilience.OutcomeSuccess)
+	if s := b.State(); s != resilience.StateClosed {
 		t.Fatalf("after a successful probe: %v", s)
 	}
 	t.Logf("a forged open until 2100 held the breaker for %v (max_cooldown 2s)", time.Since(start).Round(time.Millisecond))

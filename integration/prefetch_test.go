@@ -24,7 +24,7 @@ func TestBreakerHandsPrefetchedToHealthyProcess(t *testing.T) {
 	ranOnBroken := map[string]time.Time{}
 	b := resilience.NewBreaker(resilience.BreakerSettings{ReadyToTrip: resilience.ConsecutiveFailures(2), Cooldown: time.Hour,
 		OnStateChange: func(_ string, _, to resilience.State) {
-			if to == resilience.Open {
+			if to == resilience.StateOpen {
 				mu.Lock()
 				tripped = time.Now()
 				mu.Unlock()
@@ -49,7 +49,7 @@ func TestBreakerHandsPrefetchedToHealthyProcess(t *testing.T) {
 		envs = append(envs, &task.Envelope{ID: fmt.Sprintf("c-%02d", i), NodeType: "call"})
 	}
 	e.publish(envs...)
-	eventually(t, 10*time.Second, "the breaker to open", func() bool { return b.State() == resilience.Open })
+	eventually(t, 10*time.Second, "the breaker to open", func() bool { return b.State() == resilience.StateOpen })
 	time.Sleep(200 * time.Millisecond) // the runs under way when it opened end
 	mu.Lock()
 	failed := len(ranOnBroken)

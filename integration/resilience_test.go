@@ -267,7 +267,7 @@ func TestBreakerPausesSubscription(t *testing.T) {
 		first = append(first, &task.Envelope{ID: fmt.Sprintf("a-%d", i), NodeType: "call"})
 	}
 	e.publish(first...)
-	eventually(t, 10*time.Second, "the breaker to open", func() bool { return b.State() == resilience.Open })
+	eventually(t, 10*time.Second, "the breaker to open", func() bool { return b.State() == resilience.StateOpen })
 	// A pull request already waiting when it opened may still deliver (the
 	// reaction is bounded by one pull); after one expiry nothing is pulled.
 	time.Sleep(pullWait + 100*time.Millisecond)
@@ -280,7 +280,7 @@ func TestBreakerPausesSubscription(t *testing.T) {
 	}
 	e.publish(second...)
 	time.Sleep(time.Second) // well inside the 4s cooldown
-	if b.State() != resilience.Open {
+	if b.State() != resilience.StateOpen {
 		t.Fatalf("breaker %v before its cooldown ended", b.State())
 	}
 	ci, _ = e.cons.Info(context.Background())
@@ -299,10 +299,10 @@ func TestBreakerPausesSubscription(t *testing.T) {
 	halfOpenRuns := 0
 	succeeded := map[string]int{}
 	for _, r := range j.all() {
-		if r.state == resilience.Open {
+		if r.state == resilience.StateOpen {
 			t.Fatalf("task %s ran while the breaker was open", r.id)
 		}
-		if r.state == resilience.HalfOpen {
+		if r.state == resilience.StateHalfOpen {
 			halfOpenRuns++
 		}
 		if r.err == nil {
@@ -343,7 +343,7 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 	bs, _ := cfg.BreakerSettings()
 	var opened atomic.Int32
 	bs.Name, bs.OnStateChange = "rate", func(_ string, _, to resilience.State) {
-		if to == resilience.Open {
+		if to == resilience.StateOpen {
 			opened.Add(1)
 		}
 	}
@@ -370,7 +370,7 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 		envs = append(envs, &task.Envelope{ID: fmt.Sprintf("r-%02d", i), NodeType: "call"})
 	}
 	e.publish(envs...)
-	eventually(t, 10*time.Second, "the breaker to open on the failure rate", func() bool { return b.State() == resilience.Open })
+	eventually(t, 10*time.Second, "the breaker to open on the failure rate", func() bool { return b.State() == resilience.StateOpen })
 	time.Sleep(pullWait + 100*time.Millisecond)
 	runsAtOpen := len(j.all())
 	// Calls 2, 4, ... fail: at the 10th outcome, the 5th failure, the rate
@@ -379,7 +379,7 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 		t.Fatalf("%d runs when the breaker opened, want 10", runsAtOpen)
 	}
 	time.Sleep(time.Second) // well inside the 5s cooldown
-	if n := len(j.all()); n != runsAtOpen || b.State() != resilience.Open {
+	if n := len(j.all()); n != runsAtOpen || b.State() != resilience.StateOpen {
 		t.Fatalf("ran %d tasks while open (state %v)", n-runsAtOpen, b.State())
 	}
 	// Those prefetched were handed back: every task not run is in the stream.
@@ -392,7 +392,7 @@ func TestBreakerFailureRateOpens(t *testing.T) {
 	if d := e.streamMsgs(e.names.DLQStream); d != 5 {
 		t.Fatalf("%d dead letters, want the 5 failed calls", d)
 	}
-	if opened.Load() != 1 || b.State() != resilience.Closed {
+	if opened.Load() != 1 || b.State() != resilience.StateClosed {
 		t.Fatalf("opened %d times, state %v", opened.Load(), b.State())
 	}
 }
@@ -426,7 +426,7 @@ func TestOwnStreamIsolatesBreaker(t *testing.T) {
 	for i := range 10 {
 		own.publish(&task.Envelope{ID: fmt.Sprintf("resize-%d", i), NodeType: "resize"})
 	}
-	eventually(t, 10*time.Second, "the resize breaker to open", func() bool { return ownBreaker.State() == resilience.Open })
+	eventually(t, 10*time.Second, "the resize breaker to open", func() bool { return ownBreaker.State() == resilience.StateOpen })
 	var echoes []*task.Envelope
 	for i := range 50 {
 		echoes = append(echoes, &task.Envelope{ID: fmt.Sprintf("echo-%d", i), NodeType: "echo"})
@@ -438,7 +438,7 @@ func TestOwnStreamIsolatesBreaker(t *testing.T) {
 			t.Fatalf("%s ran %d times", e.ID, n)
 		}
 	}
-	if sharedBreaker.State() != resilience.Closed || ownBreaker.State() != resilience.Open {
+	if sharedBreaker.State() != resilience.StateClosed || ownBreaker.State() != resilience.StateOpen {
 		t.Fatalf("breakers: echo %v, resize %v", sharedBreaker.State(), ownBreaker.State())
 	}
 	ranResize := 0

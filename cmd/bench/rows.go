@@ -274,7 +274,7 @@ func (b *bench) breakerReaction(ctx context.Context) (time.Duration, int, error)
 	var tripped, lastHandBack time.Time
 	startedAfter := 0
 	br := resilience.NewBreaker(resilience.BreakerSettings{Cooldown: time.Hour, OnStateChange: func(_ string, _, to resilience.State) {
-		if to == resilience.Open {
+		if to == resilience.StateOpen {
 			mu.Lock()
 			tripped = time.Now()
 			mu.Unlock()
@@ -307,7 +307,7 @@ func (b *bench) breakerReaction(ctx context.Context) (time.Duration, int, error)
 	}
 	defer q.stop()
 	deadline := time.Now().Add(30 * time.Second)
-	for br.State() != resilience.Open {
+	for br.State() != resilience.StateOpen {
 		if time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("breaker did not open")
 		}

@@ -208,7 +208,7 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 		// No task starts while the breaker is open; those prefetched go back
 		// to the stream at once, for healthy processes.
 		c.breaker.Listen(func(_ string, _, to resilience.State) {
-			if to == resilience.Open {
+			if to == resilience.StateOpen {
 				if n := c.puller.HandBackWaiting(); n > 0 {
 					log.Info("circuit breaker opened: prefetched tasks handed back", "tasks", n)
 				}
@@ -358,18 +358,18 @@ func ackWait(configured time.Duration, cons jetstream.Consumer) time.Duration {
 func breakerLogger(log *slog.Logger, cfg *config.Config, m *metrics.Metrics, name string) func(string, resilience.State, resilience.State) {
 	return func(_ string, from, to resilience.State) {
 		m.Breaker(name, int(to), to.String())
-		m.Paused(name, to == resilience.Open)
+		m.Paused(name, to == resilience.StateOpen)
 		l := log.With("subscription", name, "from", from.String(), "to", to.String())
 		switch to {
-		case resilience.Open:
+		case resilience.StateOpen:
 			attrs := []any{"failure_threshold", cfg.Breaker.FailureThreshold, "cooldown_max", cfg.Breaker.MaxCooldown.String()}
 			if b := cfg.Breaker; b.FailureRate > 0 {
 				attrs = append(attrs, "failure_rate", b.FailureRate, "min_requests", b.MinRequests, "window", b.Window.String())
 			}
 			l.Error("circuit breaker opened: pulling paused, no task starts here", attrs...)
-		case resilience.HalfOpen:
+		case resilience.StateHalfOpen:
 			l.Warn("circuit breaker half-open: one probe task may run")
-		case resilience.Closed:
+		case resilience.StateClosed:
 			l.Info("circuit breaker closed: pulling resumed")
 		}
 	}

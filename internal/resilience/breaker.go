@@ -12,22 +12,22 @@ type State int
 
 // Breaker states.
 const (
-	// Closed: tasks run and are pulled freely.
-	Closed State = iota
-	// Open: nothing is pulled and no task starts until the cooldown ends.
-	Open
-	// HalfOpen: one probe task may run; its outcome closes or reopens the breaker.
-	HalfOpen
+	// StateClosed: tasks run and are pulled freely.
+	StateClosed State = iota
+	// StateOpen: nothing is pulled and no task starts until the cooldown ends.
+	StateOpen
+	// StateHalfOpen: one probe task may run; its outcome closes or reopens the breaker.
+	StateHalfOpen
 )
 
 // String returns "closed", "open" or "half-open".
 func (s State) String() string {
 	switch s {
-	case Closed:
+	case StateClosed:
 		return "closed"
-	case Open:
+	case StateOpen:
 		return "open"
-	case HalfOpen:
+	case StateHalfOpen:
 		return "half-open"
 	}
 	return "unknown"
@@ -49,13 +49,13 @@ func (c Counts) Requests() uint32 { return c.Successes + c.Failures }
 type Outcome int
 
 const (
-	// Success: the downstream worked. It resets the consecutive failures.
-	Success Outcome = iota
-	// Failure: transient failures used up the delivery's attempts.
-	Failure
-	// Ignored: says nothing about the downstream (a permanent error, the
+	// OutcomeSuccess: the downstream worked. It resets the consecutive failures.
+	OutcomeSuccess Outcome = iota
+	// OutcomeFailure: transient failures used up the delivery's attempts.
+	OutcomeFailure
+	// OutcomeIgnored: says nothing about the downstream (a permanent error, the
 	// task's own fault; or a shutdown).
-	Ignored
+	OutcomeIgnored
 )
 
 // BreakerSettings configure a Breaker. Zero values mean defaults.
@@ -186,8 +186,8 @@ func (b *Breaker) State() State {
 // with mu held and returns the callback to run after unlocking.
 func (b *Breaker) tick(now time.Time) func() {
 	switch {
-	case b.state == Open && !now.Before(b.openUntil):
-		notify := b.setState(HalfOpen)
+	case b.state == StateOpen && !now.Before(b.openUntil):
+		notify := b.setState(StateHalfOpen)
 		if b.s.Shared != nil {
 			// Only one instance of the fleet may probe. The claim is a
 			// round trip; holding the lock keeps every local caller waiting
@@ -195,7 +195,7 @@ func (b *Breaker) tick(now time.Time) func() {
 			b.remote, b.claimedAt = !b.s.Shared.ClaimProbe(), now
 		}
 		return notify
-	case b.state == HalfOpen && b.remote && now.Sub(b.claimedAt) >= b.s.Cooldown:
+	case b.state == StateHalfOpen && b.remote && now.Sub(b.claimedAt) >= b.s.Cooldown:
 		// Another instance probes, and has not told the fleet the outcome
 		// for a while: it may have died. Ask again; the shared state
 		// decides whether its probe has gone silent long enough.
@@ -217,11 +217,11 @@ func (b *Breaker) setState(to State) func() {
 	b.remote = false
 	b.leased = time.Time{}
 	switch to {
-	case Open:
+	case StateOpen:
 		b.trips++
 		cool := float64(b.s.Cooldown) * math.Pow(2, float64(b.trips-1))
 		b.openUntil = time.Now().Add(time.Duration(min(cool, float64(b.s.MaxCooldown))))
-	case Closed:
+	case StateClosed:
 		b.trips = 0
 		b.counts = Counts{}
 		b.countsEnd = time.Now().Add(b.s.Interval)
@@ -257,11 +257,11 @@ func (b *Breaker) Name() string { return b.s.Name }
 // channel for the end of the cooldown when open (nil otherwise).
 func (b *Breaker) wait() (<-chan struct{}, time.Duration) {
 	switch {
-	case b.state == Open:
+	case b.state == StateOpen:
 		return b.changed, time.Until(b.openUntil)
-	case b.state == HalfOpen && b.remote:
+	case b.state == StateHalfOpen && b.remote:
 		return b.changed, time.Until(b.claimedAt.Add(b.s.Cooldown))
-	case b.state == HalfOpen && !b.probe && !b.leased.IsZero():
+	case b.state == StateHalfOpen && !b.probe && !b.leased.IsZero():
 		return b.changed, time.Until(b.leased.Add(b.s.ProbeLease))
 	}
 	return b.changed, -1
@@ -301,9 +301,9 @@ func (b *Breaker) TryAcquire() (report func(Outcome), probe bool, ok bool) {
 // be held.
 func (b *Breaker) acquireLocked() (report func(Outcome), probe bool, ok bool) {
 	switch {
-	case b.state == Closed:
+	case b.state == StateClosed:
 		return b.reporter(b.generation, false), false, true
-	case b.state == HalfOpen && !b.probe && !b.remote:
+	case b.state == StateHalfOpen && !b.probe && !b.remote:
 		b.probe, b.leased = true, time.Time{}
 		return b.reporter(b.generation, true), true, true
 	}
@@ -342,30 +342,30 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 	notify := func() {}
 	if gen == b.generation {
 		switch {
-		case probe && o == Success:
+		case probe && o == OutcomeSuccess:
 			if b.s.Shared != nil {
 				// Tell the fleet before anyone here runs again: every task
 				// that runs after the probe then runs after the close.
 				b.s.Shared.Close()
 			}
-			notify = b.setState(Closed)
-		case probe && o == Failure:
-			notify = b.setState(Open)
+			notify = b.setState(StateClosed)
+		case probe && o == OutcomeFailure:
+			notify = b.setState(StateOpen)
 			notify = b.publishTrip(notify)
 		case probe: // ignored: let another task probe
 			b.probe, b.leased = false, time.Time{}
 			close(b.changed)
 			b.changed = make(chan struct{})
-		case o == Success:
+		case o == OutcomeSuccess:
 			b.clearExpiredCounts(time.Now())
 			b.counts.Successes++
 			b.counts.ConsecutiveFailures = 0
-		case o == Failure:
+		case o == OutcomeFailure:
 			b.clearExpiredCounts(time.Now())
 			b.counts.Failures++
 			b.counts.ConsecutiveFailures++
 			if b.s.ReadyToTrip(b.counts) {
-				notify = b.setState(Open)
+				notify = b.setState(StateOpen)
 				notify = b.publishTrip(notify)
 			}
 		}
@@ -394,11 +394,11 @@ func (b *Breaker) Allowance(ctx context.Context) (int, error) {
 		b.mu.Lock()
 		notify := b.tick(time.Now())
 		switch {
-		case b.state == Closed:
+		case b.state == StateClosed:
 			b.mu.Unlock()
 			notify()
 			return math.MaxInt, nil
-		case b.state == HalfOpen && !b.probe && !b.remote && (b.leased.IsZero() || time.Since(b.leased) >= b.s.ProbeLease):
+		case b.state == StateHalfOpen && !b.probe && !b.remote && (b.leased.IsZero() || time.Since(b.leased) >= b.s.ProbeLease):
 			b.leased = time.Now()
 			b.mu.Unlock()
 			notify()
@@ -441,15 +441,15 @@ func (b *Breaker) Apply(open bool, until time.Time, trips int) {
 	b.mu.Lock()
 	notify := func() {}
 	switch {
-	case open && !(b.state == Open && b.openUntil.Equal(until)):
-		if b.state != Open {
-			notify = b.setState(Open)
+	case open && !(b.state == StateOpen && b.openUntil.Equal(until)):
+		if b.state != StateOpen {
+			notify = b.setState(StateOpen)
 		}
 		b.openUntil, b.trips = until, max(trips, b.trips)
 		close(b.changed) // waiters re-read the cooldown
 		b.changed = make(chan struct{})
-	case !open && b.state != Closed:
-		notify = b.setState(Closed)
+	case !open && b.state != StateClosed:
+		notify = b.setState(StateClosed)
 	}
 	b.mu.Unlock()
 	notify()

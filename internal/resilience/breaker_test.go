@@ -44,18 +44,18 @@ func TestBreakerTransitions(t *testing.T) {
 
 		// A success resets the count; permanent errors do not count.
 		for range 4 {
-			fail(t, b, Failure)
+			fail(t, b, OutcomeFailure)
 		}
-		fail(t, b, Success)
+		fail(t, b, OutcomeSuccess)
 		for range 4 {
-			fail(t, b, Failure)
+			fail(t, b, OutcomeFailure)
 		}
-		fail(t, b, Ignored)
-		if b.State() != Closed {
+		fail(t, b, OutcomeIgnored)
+		if b.State() != StateClosed {
 			t.Fatal("opened before 5 consecutive failures")
 		}
-		fail(t, b, Failure) // 5th consecutive
-		if b.State() != Open {
+		fail(t, b, OutcomeFailure) // 5th consecutive
+		if b.State() != StateOpen {
 			t.Fatal("not open after 5 consecutive failures")
 		}
 
@@ -70,7 +70,7 @@ func TestBreakerTransitions(t *testing.T) {
 		if err != nil || n != 1 || time.Since(start) != time.Second {
 			t.Fatalf("half-open allowance %d after %v: %v", n, time.Since(start), err)
 		}
-		if b.State() != HalfOpen {
+		if b.State() != StateHalfOpen {
 			t.Fatal("not half-open after cooldown")
 		}
 
@@ -81,7 +81,7 @@ func TestBreakerTransitions(t *testing.T) {
 			done, err := b.Acquire(context.Background())
 			if err == nil {
 				second <- time.Now()
-				done(Success)
+				done(OutcomeSuccess)
 			}
 		}()
 		synctest.Wait()
@@ -89,8 +89,8 @@ func TestBreakerTransitions(t *testing.T) {
 			t.Fatal("pulling allowed while the probe runs")
 		}
 		reopened := time.Now()
-		probe(Failure)
-		if b.State() != Open {
+		probe(OutcomeFailure)
+		if b.State() != StateOpen {
 			t.Fatal("failed probe did not reopen")
 		}
 		got := <-second // the waiter becomes the next probe after 20s and succeeds
@@ -98,7 +98,7 @@ func TestBreakerTransitions(t *testing.T) {
 			t.Fatalf("second cooldown %v, want 20s (doubled)", d)
 		}
 		synctest.Wait()
-		if b.State() != Closed {
+		if b.State() != StateClosed {
 			t.Fatalf("successful probe did not close: %v", b.State())
 		}
 		if n, _ := allowanceNow(b); n != math.MaxInt {
@@ -121,38 +121,38 @@ func TestBreakerCooldownCapAndReset(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, MaxCooldown: 25 * time.Second})
 		cooldowns := []time.Duration{}
-		fail(t, b, Failure)
+		fail(t, b, OutcomeFailure)
 		for range 3 {
 			start := time.Now()
 			probe, _ := b.Acquire(context.Background())
 			cooldowns = append(cooldowns, time.Since(start))
-			probe(Failure)
+			probe(OutcomeFailure)
 		}
 		if fmt.Sprint(cooldowns) != "[10s 20s 25s]" {
 			t.Fatalf("cooldowns %v, want [10s 20s 25s]", cooldowns)
 		}
 		start := time.Now()
 		probe, _ := b.Acquire(context.Background())
-		probe(Success)
-		if time.Since(start) != 25*time.Second || b.State() != Closed {
+		probe(OutcomeSuccess)
+		if time.Since(start) != 25*time.Second || b.State() != StateClosed {
 			t.Fatal("did not close")
 		}
-		fail(t, b, Failure) // a new trip after closing starts from the base cooldown
+		fail(t, b, OutcomeFailure) // a new trip after closing starts from the base cooldown
 		start = time.Now()
 		probe, _ = b.Acquire(context.Background())
 		if time.Since(start) != 10*time.Second {
 			t.Fatalf("cooldown after reset %v, want 10s", time.Since(start))
 		}
-		probe(Ignored) // a permanent error on the probe says nothing: another task probes
-		if b.State() != HalfOpen {
+		probe(OutcomeIgnored) // a permanent error on the probe says nothing: another task probes
+		if b.State() != StateHalfOpen {
 			t.Fatal("ignored probe changed state")
 		}
 		next, err := b.Acquire(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		next(Success)
-		if b.State() != Closed {
+		next(OutcomeSuccess)
+		if b.State() != StateClosed {
 			t.Fatal("second probe did not close")
 		}
 	})
@@ -167,18 +167,18 @@ func TestBreakerFailureRate(t *testing.T) {
 		// Failures alternate with successes: never 5 in a row, but half of
 		// the outcomes. Below 10 outcomes the rate does not count yet.
 		for i := range 9 {
-			fail(t, b, []Outcome{Failure, Success}[i%2])
+			fail(t, b, []Outcome{OutcomeFailure, OutcomeSuccess}[i%2])
 		}
-		fail(t, b, Ignored) // a permanent error is not an outcome of the downstream
-		if b.State() != Closed {
+		fail(t, b, OutcomeIgnored) // a permanent error is not an outcome of the downstream
+		if b.State() != StateClosed {
 			t.Fatal("opened before min requests")
 		}
-		fail(t, b, Success) // 10 outcomes, 5 failures: a rate of exactly 0.5, checked on the next failure
-		if b.State() != Closed {
+		fail(t, b, OutcomeSuccess) // 10 outcomes, 5 failures: a rate of exactly 0.5, checked on the next failure
+		if b.State() != StateClosed {
 			t.Fatal("a success opened the breaker")
 		}
-		fail(t, b, Failure) // 6 of 11
-		if b.State() != Open {
+		fail(t, b, OutcomeFailure) // 6 of 11
+		if b.State() != StateOpen {
 			t.Fatalf("closed at 6 failures of 11 with a 0.5 rate")
 		}
 	})
@@ -189,22 +189,22 @@ func TestBreakerIntervalClearsRate(t *testing.T) {
 		b := NewBreaker(BreakerSettings{ReadyToTrip: FailureRate(0.5, 4), Interval: time.Minute})
 		// 3 failures and 9 successes in the first minute: a rate of 0.25.
 		for range 9 {
-			fail(t, b, Success)
+			fail(t, b, OutcomeSuccess)
 		}
 		for range 3 {
-			fail(t, b, Failure)
+			fail(t, b, OutcomeFailure)
 		}
 		time.Sleep(time.Minute)
 		// In the next interval only the new outcomes count: 2 of 4 fail.
 		// Without the clearing, 5 of 16 would keep it closed.
-		fail(t, b, Success)
-		fail(t, b, Success)
-		fail(t, b, Failure)
-		if b.State() != Closed {
+		fail(t, b, OutcomeSuccess)
+		fail(t, b, OutcomeSuccess)
+		fail(t, b, OutcomeFailure)
+		if b.State() != StateClosed {
 			t.Fatal("opened below min requests in the new interval")
 		}
-		fail(t, b, Failure)
-		if b.State() != Open {
+		fail(t, b, OutcomeFailure)
+		if b.State() != StateOpen {
 			t.Fatal("did not open at 2 failures of 4 in the new interval")
 		}
 	})
@@ -238,13 +238,13 @@ func TestBreakerStaleOutcomesIgnored(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: time.Second})
 		inflight, _ := b.Acquire(context.Background()) // started while closed
-		fail(t, b, Failure)
-		fail(t, b, Failure)
-		if b.State() != Open {
+		fail(t, b, OutcomeFailure)
+		fail(t, b, OutcomeFailure)
+		if b.State() != StateOpen {
 			t.Fatal("not open")
 		}
-		inflight(Success) // finished after the trip: must not close the breaker
-		if b.State() != Open {
+		inflight(OutcomeSuccess) // finished after the trip: must not close the breaker
+		if b.State() != StateOpen {
 			t.Fatal("a stale success closed the breaker")
 		}
 	})
@@ -316,10 +316,10 @@ func TestFleetBreakerOneProbe(t *testing.T) {
 			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: 10 * time.Second, Shared: member{f, i}}))
 		}
 		a, b, c := f.members[0], f.members[1], f.members[2]
-		fail(t, a, Failure)
-		fail(t, a, Failure) // a trips: the whole fleet opens
+		fail(t, a, OutcomeFailure)
+		fail(t, a, OutcomeFailure) // a trips: the whole fleet opens
 		for i, m := range f.members {
-			if m.State() != Open {
+			if m.State() != StateOpen {
 				t.Fatalf("member %d is %v after a's trip", i, m.State())
 			}
 		}
@@ -339,14 +339,14 @@ func TestFleetBreakerOneProbe(t *testing.T) {
 			t.Fatalf("%d probes running, %d claims; want exactly one", len(probes), f.claims)
 		}
 		for _, m := range []*Breaker{b, c} {
-			if n, _ := allowanceNow(m); n != 0 && m.State() != Closed {
+			if n, _ := allowanceNow(m); n != 0 && m.State() != StateClosed {
 				t.Fatal("a member that does not probe may pull")
 			}
 		}
-		(<-probes)(Success) // the probe succeeds: everyone closes and runs
+		(<-probes)(OutcomeSuccess) // the probe succeeds: everyone closes and runs
 		synctest.Wait()
 		for i, m := range f.members {
-			if m.State() != Closed {
+			if m.State() != StateClosed {
 				t.Fatalf("member %d is %v after the probe succeeded", i, m.State())
 			}
 		}
@@ -355,7 +355,7 @@ func TestFleetBreakerOneProbe(t *testing.T) {
 			t.Fatalf("%d waiting tasks ran after the close, want the other 2", len(probes))
 		}
 		for range 2 {
-			(<-probes)(Success)
+			(<-probes)(OutcomeSuccess)
 		}
 	})
 }
@@ -369,7 +369,7 @@ func TestFleetBreakerSilentProber(t *testing.T) {
 			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, Shared: member{f, i}}))
 		}
 		a, b := f.members[0], f.members[1]
-		fail(t, a, Failure) // the fleet opens
+		fail(t, a, OutcomeFailure) // the fleet opens
 		time.Sleep(10 * time.Second)
 		if _, err := a.Acquire(context.Background()); err != nil { // a claims the probe, then dies silently
 			t.Fatal(err)
@@ -385,8 +385,8 @@ func TestFleetBreakerSilentProber(t *testing.T) {
 		if f.claims != 2 {
 			t.Fatalf("%d claims", f.claims)
 		}
-		done(Success)
-		if b.State() != Closed || a.State() != Closed {
+		done(OutcomeSuccess)
+		if b.State() != StateClosed || a.State() != StateClosed {
 			t.Fatalf("states %v %v after b's probe", a.State(), b.State())
 		}
 	})
@@ -398,11 +398,11 @@ func TestApplyBoundsRemoteOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBreaker(BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second})
 		b.Apply(true, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), 1)
-		if b.State() != Open {
+		if b.State() != StateOpen {
 			t.Fatal("not open")
 		}
 		time.Sleep(10*time.Second + time.Millisecond)
-		if s := b.State(); s != HalfOpen {
+		if s := b.State(); s != StateHalfOpen {
 			t.Fatalf("after MaxCooldown: %v, want half-open", s)
 		}
 	})
@@ -415,7 +415,7 @@ func TestHalfOpenOneProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: time.Second, ProbeLease: 3 * time.Second})
 		report, _, _ := b.TryAcquire()
-		report(Failure)
+		report(OutcomeFailure)
 		if _, _, ok := b.TryAcquire(); ok {
 			t.Fatal("a task may start while the breaker is open")
 		}
@@ -449,9 +449,9 @@ func TestHalfOpenOneProbe(t *testing.T) {
 		if len(third) != 0 {
 			t.Fatal("a pull was allowed while the probe runs")
 		}
-		probe(Success)
+		probe(OutcomeSuccess)
 		synctest.Wait()
-		if n := <-third; n != math.MaxInt || b.State() != Closed {
+		if n := <-third; n != math.MaxInt || b.State() != StateClosed {
 			t.Fatalf("after the probe succeeded: allowance %d, state %v", n, b.State())
 		}
 	})

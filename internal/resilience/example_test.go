@@ -20,16 +20,16 @@ func ExampleFailureRate() {
 		},
 		Name: "resize",
 	})
-	for call := 1; b.State() == resilience.Closed; call++ {
+	for call := 1; b.State() == resilience.StateClosed; call++ {
 		report, err := b.Acquire(context.Background())
 		if err != nil {
 			panic(err)
 		}
 		if call%2 == 0 {
 			fmt.Println("call", call, "failed")
-			report(resilience.Failure)
+			report(resilience.OutcomeFailure)
 		} else {
-			report(resilience.Success)
+			report(resilience.OutcomeSuccess)
 		}
 	}
 	// Output:

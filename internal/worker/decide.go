@@ -88,9 +88,9 @@ type ran struct {
 // stays out of the stream, so that the next probe is another task. It has
 // no effects.
 func decide(r ran, charged int, redelivery resilience.Redelivery, probeDelay time.Duration) Verdict {
-	v := Verdict{Attempts: r.attempts, Err: r.err, Breaker: resilience.Ignored}
+	v := Verdict{Attempts: r.attempts, Err: r.err, Breaker: resilience.OutcomeIgnored}
 	if r.err == nil {
-		v.Breaker = resilience.Success
+		v.Breaker = resilience.OutcomeSuccess
 		if r.resultErr != nil {
 			// The node ran, but its waiter cannot be told: keep the task
 			// with the reason rather than ack a result nobody gets.
@@ -117,9 +117,9 @@ func decide(r ran, charged int, redelivery resilience.Redelivery, probeDelay tim
 		// failed probe is free: tasks that fail whatever the downstream does
 		// are charged from their second, and dead-lettered in time, rather
 		// than keep the breaker open between them.
-		v.Verb, v.Reason, v.Delay, v.Breaker = HandBack, "the circuit breaker's probe failed", probeDelay, resilience.Failure
+		v.Verb, v.Reason, v.Delay, v.Breaker = HandBack, "the circuit breaker's probe failed", probeDelay, resilience.OutcomeFailure
 	default:
-		v.Breaker = resilience.Failure
+		v.Breaker = resilience.OutcomeFailure
 		if delay, again := redelivery.Next(charged); again {
 			v.Verb, v.Delay = Redeliver, delay
 		} else {
@@ -132,12 +132,12 @@ func decide(r ran, charged int, redelivery resilience.Redelivery, probeDelay tim
 // refused is the verdict for a task that did not run: dead-lettered with
 // reason and kind, before its node ran.
 func refused(reason string, kind resilience.Kind, err error) Verdict {
-	return Verdict{Verb: DeadLetter, Reason: reason, Kind: kind, Err: err, Breaker: resilience.Ignored}
+	return Verdict{Verb: DeadLetter, Reason: reason, Kind: kind, Err: err, Breaker: resilience.OutcomeIgnored}
 }
 
 // handedBack is the verdict for a task given back before it ran.
 func handedBack(why string) Verdict {
-	return Verdict{Verb: HandBack, Reason: why, Breaker: resilience.Ignored}
+	return Verdict{Verb: HandBack, Reason: why, Breaker: resilience.OutcomeIgnored}
 }
 
 // runNode runs the node with its retry policy. interrupted is cancelled

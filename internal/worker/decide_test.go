@@ -26,31 +26,31 @@ func TestDecide(t *testing.T) {
 		charged int
 		want    Verdict
 	}{
-		{"success", ran{attempts: 1}, 1, Verdict{Verb: Ack, Attempts: 1, Breaker: resilience.Success}},
+		{"success", ran{attempts: 1}, 1, Verdict{Verb: Ack, Attempts: 1, Breaker: resilience.OutcomeSuccess}},
 		{"success, result too large", ran{attempts: 2, resultErr: errors.New("too large")}, 1,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Serialization, Attempts: 2, Breaker: resilience.Success}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Serialization, Attempts: 2, Breaker: resilience.OutcomeSuccess}},
 		{"permanent", ran{err: permanent, attempts: 1}, 1,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.Ignored}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"transient, deliveries left", ran{err: transient, attempts: 3}, 1,
-			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.OutcomeFailure}},
 		{"transient, second delivery", ran{err: transient, attempts: 3}, 2,
-			Verdict{Verb: Redeliver, Delay: 30 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+			Verdict{Verb: Redeliver, Delay: 30 * time.Second, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.OutcomeFailure}},
 		{"transient, deliveries spent", ran{err: transient, attempts: 3}, 3,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.Failure}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.OutcomeFailure}},
 		{"interrupted by shutdown", ran{err: context.Canceled, attempts: 1, interrupted: true}, 3,
-			Verdict{Verb: HandBack, Reason: "task interrupted by shutdown", Kind: resilience.KindOf(context.Canceled), Attempts: 1, Breaker: resilience.Ignored}},
+			Verdict{Verb: HandBack, Reason: "task interrupted by shutdown", Kind: resilience.KindOf(context.Canceled), Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"shutdown during backoff", ran{err: transient, attempts: 1, stopped: true, backoff: time.Second}, 3,
-			Verdict{Verb: HandBack, Delay: time.Second, Reason: "shutdown during retry backoff", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Ignored}},
+			Verdict{Verb: HandBack, Delay: time.Second, Reason: "shutdown during retry backoff", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"deadline", ran{err: context.DeadlineExceeded, attempts: 1, deadline: true}, 1,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonDeadline, Kind: resilience.KindOf(context.DeadlineExceeded), Attempts: 1, Breaker: resilience.Ignored}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonDeadline, Kind: resilience.KindOf(context.DeadlineExceeded), Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"first failed probe: uncharged, reopens", ran{err: transient, attempts: 1, probe: true, firstProbe: true}, 3,
-			Verdict{Verb: HandBack, Delay: time.Minute, Reason: "the circuit breaker's probe failed", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+			Verdict{Verb: HandBack, Delay: time.Minute, Reason: "the circuit breaker's probe failed", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.OutcomeFailure}},
 		{"second failed probe: charged", ran{err: transient, attempts: 1, probe: true}, 1,
-			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+			Verdict{Verb: Redeliver, Delay: 5 * time.Second, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.OutcomeFailure}},
 		{"second failed probe, deliveries spent", ran{err: transient, attempts: 1, probe: true}, 3,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.Failure}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 1, Breaker: resilience.OutcomeFailure}},
 		{"probe with a permanent error: the task's fault", ran{err: permanent, attempts: 1, probe: true, firstProbe: true}, 1,
-			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.Ignored}},
+			Verdict{Verb: DeadLetter, Reason: dlq.ReasonPermanent, Kind: resilience.Manifest, Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestFailedProbes(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // half-open: this delivery is the probe
 		msg := newFakeMsg(t, env, n)
 		w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: context.Background()})
-		if b.State() != resilience.Open {
+		if b.State() != resilience.StateOpen {
 			t.Fatalf("delivery %d: the failed probe left the breaker %v", n, b.State())
 		}
 		return fmt.Sprint(msg.settlement())

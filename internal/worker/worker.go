@@ -228,7 +228,7 @@ type job struct {
 
 // probedNow is 1 when the verdict ends a failed probe run.
 func (j *job) probedNow(v Verdict) int {
-	if j.probe && v.Breaker == resilience.Failure {
+	if j.probe && v.Breaker == resilience.OutcomeFailure {
 		return 1
 	}
 	return 0
