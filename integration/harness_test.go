@@ -63,7 +63,10 @@ func setupEnv(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetS
 // setupEnvNamed sets nodeq up with the given stream, subject and consumer names.
 func setupEnvNamed(t *testing.T, srv *server.Server, nc *nats.Conn, js jetstream.JetStream, names queue.Names, so queue.StreamOptions, co queue.ConsumerOptions) *env {
 	t.Helper()
-	names = names.WithDefaults()
+	names, err := names.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	if err := queue.EnsureStreams(ctx, js, names, so); err != nil {
 		t.Fatal(err)

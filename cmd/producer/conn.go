@@ -33,7 +33,8 @@ func (c *connFlags) register(cmd *cobra.Command, getenv func(string) string) {
 }
 
 func (c *connFlags) names() queue.Names {
-	return queue.Names{TaskPrefix: c.taskPrefix}.WithDefaults()
+	n, _ := queue.Names{TaskPrefix: c.taskPrefix}.Resolve() // the operator CLI resolves and checks its name flags
+	return n
 }
 
 // connect dials NATS and returns the connection and a JetStream handle

@@ -293,10 +293,12 @@ func (c *Config) Auth() natsconn.Auth {
 		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile, ServerName: n.TLS.ServerName}
 }
 
-// QueueNames converts the names section.
+// QueueNames converts the names section, with defaults for empty names
+// (Validate reports names that are not usable).
 func (c *Config) QueueNames() queue.Names {
-	return queue.Names{TaskStream: c.Names.TaskStream, TaskPrefix: c.Names.TaskPrefix, DLQStream: c.Names.DLQStream,
-		DLQPrefix: c.Names.DLQPrefix, Consumer: c.Names.Consumer}.WithDefaults()
+	n, _ := queue.Names{TaskStream: c.Names.TaskStream, TaskPrefix: c.Names.TaskPrefix, DLQStream: c.Names.DLQStream,
+		DLQPrefix: c.Names.DLQPrefix, Consumer: c.Names.Consumer}.Resolve()
+	return n
 }
 
 // FieldError is a configuration error located at a field.

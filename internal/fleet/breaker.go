@@ -52,7 +52,6 @@ type fleetState struct {
 // NewFleetBreaker opens (creating if needed) the breaker bucket. id names
 // this instance (host/pid).
 func NewFleetBreaker(ctx context.Context, js jetstream.JetStream, n queue.Names, id string, log *slog.Logger) (*FleetBreaker, error) {
-	n = n.WithDefaults()
 	var kv jetstream.KeyValue
 	err := queue.RetrySetup(ctx, log, "fleet breaker bucket "+BreakerBucket, func(ctx context.Context) error {
 		// Several API calls: a denial of any of them fails at once.

@@ -19,7 +19,6 @@ const Forever = 100 * 365 * 24 * time.Hour
 // process until the given time (the server resumes it by itself then), or
 // until Resume. Consumers keep running and pull nothing. Needs nats-server 2.11+.
 func Pause(ctx context.Context, js jetstream.JetStream, n queue.Names, until time.Time) error {
-	n = n.WithDefaults()
 	if _, err := js.PauseConsumer(ctx, n.TaskStream, n.Consumer, until); err != nil {
 		return fmt.Errorf("pause consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
 	}
@@ -28,7 +27,6 @@ func Pause(ctx context.Context, js jetstream.JetStream, n queue.Names, until tim
 
 // Resume ends a pause at once.
 func Resume(ctx context.Context, js jetstream.JetStream, n queue.Names) error {
-	n = n.WithDefaults()
 	if _, err := js.ResumeConsumer(ctx, n.TaskStream, n.Consumer); err != nil {
 		return fmt.Errorf("resume consumer %s on %s: %w", n.Consumer, n.TaskStream, err)
 	}
@@ -71,7 +69,6 @@ type Status struct {
 
 // GetStatus reads the shared consumer's state.
 func GetStatus(ctx context.Context, js jetstream.JetStream, n queue.Names) (*Status, error) {
-	n = n.WithDefaults()
 	c, err := js.Consumer(ctx, n.TaskStream, n.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w (has a consumer process started yet?)", n.Consumer, n.TaskStream, err)

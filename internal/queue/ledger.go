@@ -97,7 +97,6 @@ func LedgerConfig(replicas int) jetstream.KeyValueConfig {
 
 // OpenDeliveryLedger opens the ledger bucket, which EnsureStreams creates.
 func OpenDeliveryLedger(ctx context.Context, js jetstream.JetStream, n Names, log *slog.Logger) (*DeliveryLedger, error) {
-	n = n.WithDefaults()
 	if log == nil {
 		log = slog.Default()
 	}

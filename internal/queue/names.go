@@ -32,8 +32,10 @@ func DefaultNames() Names {
 	return Names{TaskStream: "NODEQ_TASKS", TaskPrefix: "tasks", DLQStream: "NODEQ_DLQ", DLQPrefix: "dlq", Consumer: "nodeq-workers"}
 }
 
-// WithDefaults fills empty fields with their defaults.
-func (n Names) WithDefaults() Names {
+// Resolve fills empty fields with their defaults and validates the
+// result. Names are resolved once, where they enter the program (the
+// configuration, a command's flags); everything else takes them as they are.
+func (n Names) Resolve() (Names, error) {
 	d := DefaultNames()
 	for _, f := range []struct {
 		dst *string
@@ -46,12 +48,17 @@ func (n Names) WithDefaults() Names {
 			*f.dst = f.def
 		}
 	}
-	return n
+	return n, n.Validate()
 }
 
-// Validate checks that the names are usable as stream, consumer and subject names.
+// Validate checks that the names are set and usable as stream, consumer
+// and subject names.
 func (n Names) Validate() error {
-	n = n.WithDefaults()
+	for field, v := range map[string]string{"task_stream": n.TaskStream, "task_prefix": n.TaskPrefix, "dlq_stream": n.DLQStream, "dlq_prefix": n.DLQPrefix, "consumer": n.Consumer} {
+		if v == "" {
+			return fmt.Errorf("%s is empty", field)
+		}
+	}
 	for field, v := range map[string]string{"task_stream": n.TaskStream, "dlq_stream": n.DLQStream, "consumer": n.Consumer} {
 		if strings.ContainsAny(v, ". *>/\\\t\r\n") {
 			return fmt.Errorf("%s %q: a stream or consumer name cannot contain '.', '*', '>', '/', '\\' or spaces", field, v)

@@ -35,7 +35,7 @@ type Publisher struct {
 
 // NewPublisher returns a publisher for the given stream names.
 func NewPublisher(js jetstream.JetStream, names Names) *Publisher {
-	return &Publisher{js: js, names: names.WithDefaults(), ackTimeout: DefaultAckTimeout}
+	return &Publisher{js: js, names: names, ackTimeout: DefaultAckTimeout}
 }
 
 // WithAckTimeout returns a copy of p whose PublishAll waits at most d for

@@ -45,7 +45,6 @@ type ReplySubjects struct {
 // allow-list (subject filters, wildcards allowed); nil or empty means
 // DefaultReplySubjects.
 func NewReplySubjects(n Names, allow []string) (*ReplySubjects, error) {
-	n = n.WithDefaults()
 	if len(allow) == 0 {
 		allow = DefaultReplySubjects
 	}

@@ -6,11 +6,11 @@ import (
 )
 
 func TestReplySubjects(t *testing.T) {
-	def, err := NewReplySubjects(Names{}, nil)
+	def, err := NewReplySubjects(DefaultNames(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wide, err := NewReplySubjects(Names{}, []string{">"})
+	wide, err := NewReplySubjects(DefaultNames(), []string{">"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestReplySubjects(t *testing.T) {
 }
 
 func TestReplySubjectsOwnPrefixes(t *testing.T) {
-	p, err := NewReplySubjects(Names{TaskPrefix: "prod.tasks", DLQPrefix: "prod.dlq"}, []string{"prod.>"})
+	p, err := NewReplySubjects(Names{TaskStream: "T", TaskPrefix: "prod.tasks", DLQStream: "D", DLQPrefix: "prod.dlq", Consumer: "c"}, []string{"prod.>"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +70,12 @@ func TestReplySubjectsOwnPrefixes(t *testing.T) {
 
 func TestReplyFilterValidation(t *testing.T) {
 	for _, f := range []string{"$JS.>", "a..b", "a b", "", "$SYS.>"} {
-		if _, err := NewReplySubjects(Names{}, []string{f}); err == nil {
+		if _, err := NewReplySubjects(DefaultNames(), []string{f}); err == nil {
 			t.Errorf("%q accepted", f)
 		}
 	}
 	for _, f := range []string{"_INBOX.>", "replies.*", ">"} {
-		if _, err := NewReplySubjects(Names{}, []string{f}); err != nil {
+		if _, err := NewReplySubjects(DefaultNames(), []string{f}); err != nil {
 			t.Errorf("%q: %v", f, err)
 		}
 	}

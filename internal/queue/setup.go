@@ -81,7 +81,7 @@ func (o StreamOptions) withDefaults() StreamOptions {
 
 // TaskStreamConfig is the task stream's configuration.
 func TaskStreamConfig(n Names, o StreamOptions) jetstream.StreamConfig {
-	n, o = n.WithDefaults(), o.withDefaults()
+	o = o.withDefaults()
 	return jetstream.StreamConfig{
 		Name:        n.TaskStream,
 		Description: "nodeq tasks, one subject per node type",
@@ -97,7 +97,7 @@ func TaskStreamConfig(n Names, o StreamOptions) jetstream.StreamConfig {
 
 // DLQStreamConfig is the dead-letter stream's configuration.
 func DLQStreamConfig(n Names, o StreamOptions) jetstream.StreamConfig {
-	n, o = n.WithDefaults(), o.withDefaults()
+	o = o.withDefaults()
 	return jetstream.StreamConfig{
 		Name:        n.DLQStream,
 		Description: "nodeq dead-letter records, one subject per node type",
@@ -114,7 +114,6 @@ func DLQStreamConfig(n Names, o StreamOptions) jetstream.StreamConfig {
 
 // ConsumerConfig is the shared durable pull consumer's configuration.
 func ConsumerConfig(n Names, o ConsumerOptions) jetstream.ConsumerConfig {
-	n = n.WithDefaults()
 	if o.AckWait <= 0 {
 		o.AckWait = DefaultAckWait
 	}
@@ -154,7 +153,7 @@ func ConsumerConfig(n Names, o ConsumerOptions) jetstream.ConsumerConfig {
 // differs. A wrong retention, or subjects that do not cover the prefix and
 // cannot be fixed, is an error.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, o StreamOptions) error {
-	n, o = n.WithDefaults(), o.withDefaults()
+	o = o.withDefaults()
 	for _, spec := range []streamSpec{
 		{kind: "task", want: TaskStreamConfig(n, o), prefix: n.TaskPrefix},
 		{kind: "dead-letter", want: DLQStreamConfig(n, o), prefix: n.DLQPrefix, dlq: true},
@@ -330,7 +329,6 @@ func subjectCovers(cover, filter string) bool {
 // warning, unless its filter misses tasks.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, o ConsumerOptions) (jetstream.Consumer, error) {
 	want := ConsumerConfig(n, o)
-	n = n.WithDefaults()
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()

@@ -35,6 +35,8 @@ type Replier interface {
 
 // Options configure a Worker. Registry and DLQ are required.
 type Options struct {
+	// Names are resolved (queue.Names.Resolve); the zero value means
+	// queue.DefaultNames().
 	Names    queue.Names
 	Registry *executor.Registry
 	DLQ      *dlq.Writer
@@ -130,7 +132,9 @@ type Worker struct {
 
 // New returns a Worker.
 func New(o Options) *Worker {
-	o.Names = o.Names.WithDefaults()
+	if o.Names == (queue.Names{}) {
+		o.Names = queue.DefaultNames()
+	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = queue.DefaultMaxMsgSize
 	}
