@@ -332,42 +332,53 @@ func (p *pulledMsg) Subject() string { return p.m.Subject }
 func (p *pulledMsg) Reply() string { return p.m.Reply }
 
 // Ack acknowledges the message without waiting for the server.
-func (p *pulledMsg) Ack() error { return p.reply(nil, "+ACK", true) }
+func (p *pulledMsg) Ack() error { return p.send("+ACK", true) }
 
 // DoubleAck acknowledges the message and waits for the server to confirm.
-func (p *pulledMsg) DoubleAck(ctx context.Context) error { return p.reply(ctx, "+ACK", true) }
+func (p *pulledMsg) DoubleAck(ctx context.Context) error { return p.request(ctx, "+ACK") }
 
 // Nak asks for redelivery now.
-func (p *pulledMsg) Nak() error { return p.reply(nil, "-NAK", true) }
+func (p *pulledMsg) Nak() error { return p.send("-NAK", true) }
 
 // NakWithDelay asks for redelivery after delay.
 func (p *pulledMsg) NakWithDelay(delay time.Duration) error {
 	if delay <= 0 {
 		return p.Nak()
 	}
-	return p.reply(nil, fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()), true)
+	return p.send(fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()), true)
 }
 
 // InProgress resets the AckWait timer; it may be sent many times.
-func (p *pulledMsg) InProgress() error { return p.reply(nil, "+WPI", false) }
+func (p *pulledMsg) InProgress() error { return p.send("+WPI", false) }
 
 // Term stops redelivery; on a WorkQueue stream it deletes the message.
-func (p *pulledMsg) Term() error { return p.reply(nil, "+TERM", true) }
+func (p *pulledMsg) Term() error { return p.send("+TERM", true) }
 
 // TermWithReason is Term with a reason shown in the server's advisory.
 func (p *pulledMsg) TermWithReason(reason string) error {
 	if reason == "" {
 		return p.Term()
 	}
-	return p.reply(nil, "+TERM "+reason, true)
+	return p.send("+TERM "+reason, true)
 }
 
-// reply sends an acknowledgement; with ctx it waits for the server's
-// answer. A final one (all but +WPI) may be sent once. The lock is not
-// held while a request waits for its answer, so that a slow ack holds up
-// nothing else (the keep-alive sweep); progress while a final reply is on
-// its way is not sent.
-func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
+// send sends an acknowledgement without waiting for the server; request
+// sends a final one and waits for the server's answer. A final one (all
+// but +WPI) may be sent once. The lock is not held while a request waits
+// for its answer, so that a slow ack holds up nothing else (the keep-alive
+// sweep); progress while a final reply is on its way is not sent.
+func (p *pulledMsg) send(body string, final bool) error {
+	return p.reply(final, func() error { return p.nc.Publish(p.m.Reply, []byte(body)) })
+}
+
+func (p *pulledMsg) request(ctx context.Context, body string) error {
+	return p.reply(true, func() error {
+		_, err := p.nc.RequestWithContext(ctx, p.m.Reply, []byte(body))
+		return err
+	})
+}
+
+func (p *pulledMsg) reply(final bool, deliver func() error) error {
 	p.mu.Lock()
 	switch {
 	case p.ackd, final && p.acking:
@@ -379,12 +390,7 @@ func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
 	}
 	p.acking = final
 	p.mu.Unlock()
-	var err error
-	if ctx != nil {
-		_, err = p.nc.RequestWithContext(ctx, p.m.Reply, []byte(body))
-	} else {
-		err = p.nc.Publish(p.m.Reply, []byte(body))
-	}
+	err := deliver()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if final {

@@ -210,7 +210,6 @@ type pullLoop struct {
 	strays   sync.WaitGroup // hand-backs under way
 	straysMu sync.Mutex
 	ended    bool // Run is returning: hand strays back inline
-	stopping context.Context
 }
 
 // newPullLoop prepares a Run of p against stream and consumer.
