@@ -68,8 +68,8 @@ type ran struct {
 	attempts int
 	// interrupted: a shutdown ran out of time and cancelled the run.
 	interrupted bool
-	// stopped: shutdown began during the retry backoff; the task waited
-	// backoff more before its next attempt.
+	// stopped: shutdown began during the retry backoff; the task had
+	// backoff (what was left of the wait) to go before its next attempt.
 	stopped bool
 	backoff time.Duration
 	// deadline: the task's own deadline passed during the run.
@@ -166,12 +166,15 @@ func runNode(interrupted, runCtx, stopping context.Context, policy resilience.Po
 			return r
 		}
 		onRetry(r.attempts, r.err, delay)
+		waitFrom := time.Now()
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
 		case <-stopping.Done():
 			timer.Stop()
-			r.stopped, r.backoff = true, delay
+			// Handed back with what is left of the wait: the task has
+			// already waited the rest.
+			r.stopped, r.backoff = true, max(delay-time.Since(waitFrom), 0)
 			return r
 		}
 	}

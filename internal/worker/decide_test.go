@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nodeq/nodeq/internal/dlq"
@@ -136,4 +137,27 @@ func TestFailedProbes(t *testing.T) {
 	if tl := l.tallies[42]; tl.Redelivered != 1 || tl.Probed != 2 || tl.Charged(3) != 2 {
 		t.Fatalf("ledger after the second failed probe %+v; want it charged", tl)
 	}
+}
+
+// A shutdown during the retry backoff hands the task back with what is left
+// of the wait, not the whole of it.
+func TestRunNodeStoppedInBackoffKeepsRemainingDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stopping, stop := context.WithCancel(context.Background())
+		defer stop()
+		policy := resilience.Fixed(time.Second, 3)
+		go func() {
+			time.Sleep(1300 * time.Millisecond) // 300ms into the second 1s wait
+			stop()
+		}()
+		r := runNode(context.Background(), context.Background(), stopping, policy, func(int) error {
+			return resilience.Errorf(resilience.Transport, "down")
+		}, func(int, error, time.Duration) {})
+		if !r.stopped || r.attempts != 2 {
+			t.Fatalf("stopped %v after %d attempts, want stopped after 2", r.stopped, r.attempts)
+		}
+		if r.backoff != 700*time.Millisecond {
+			t.Fatalf("handed back with %v to wait, want the 700ms left of the 1s backoff", r.backoff)
+		}
+	})
 }
