@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -60,6 +61,11 @@ type flags struct {
 
 // run is the whole program; main adds only signals and the exit.
 func run(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) int {
+	return runTo(ctx, args, os.Stdout, stderr, getenv)
+}
+
+// runTo is run with its standard output (help, --check-config) given.
+func runTo(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	var f flags
 	var auth *config.AuthFlags
 	code := exitOK
@@ -68,7 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		Short: "Run nodeq workers against NATS JetStream (embedded server when no URL is set)",
 		Long: `consumer pulls tasks published on tasks.<node_type>, runs their nodes and acks them,
 dead-lettering tasks that cannot succeed. With no --nats-url and no NATS_URL it starts
-an embedded nats-server with JetStream, listening on 127.0.0.1:4222 and storing in ./nodeq-data.
+an embedded nats-server with JetStream, listening on ` + config.DefaultListen + ` and storing in ` + config.DefaultStoreDir + `.
 
 Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 		Version:       version.String(),
@@ -82,7 +88,8 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 				return err
 			}
 			if f.checkOnly {
-				fmt.Fprintf(cmd.OutOrStdout(), "# configuration OK: %d node types (%s); secrets masked\n%s", len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "), cfg.Redacted())
+				fmt.Fprintf(cmd.OutOrStdout(), "# configuration OK: %d node types (%s); defaults filled in, secrets masked\n%s",
+					len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "), cfg.Resolved().Redacted())
 				return nil
 			}
 			if err := serve(ctx, cfg, newLogger(stderr, cfg.Log)); err != nil {
@@ -98,15 +105,18 @@ Precedence: flags > environment (NATS_URL) > config file > defaults.`,
 	fl := cmd.Flags()
 	fl.StringVarP(&f.configFile, "config", "c", "", "YAML configuration file (see docs/configuration.md); env NODEQ_CONFIG")
 	fl.StringVar(&f.natsURL, "nats-url", "", "NATS server URL(s), comma-separated; empty starts an embedded server; env NATS_URL")
-	fl.StringVar(&f.listen, "listen", "", "embedded server client address host:port, port 0 picks a free one (default 127.0.0.1:4222)")
-	fl.StringVar(&f.dataDir, "data-dir", "", "embedded server store directory (default ./nodeq-data)")
-	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default 16)")
-	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default text)")
-	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	// The flags' own defaults are zero, so that a flag not given leaves the
+	// file's and the environment's value; their help shows the configuration's.
+	fl.StringVar(&f.listen, "listen", "", "embedded server client address host:port, port 0 picks a free one (default "+config.DefaultListen+")")
+	fl.StringVar(&f.dataDir, "data-dir", "", "embedded server store directory (default "+config.DefaultStoreDir+")")
+	fl.IntVarP(&f.workers, "workers", "w", 0, "tasks run at once in this process (default "+strconv.Itoa(config.DefaultWorkers)+")")
+	fl.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default "+config.DefaultLogFormat+")")
+	fl.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default "+config.DefaultLogLevel+")")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on host:port at /metrics (default off)")
-	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration, print it with secrets masked, and exit")
+	fl.BoolVar(&f.checkOnly, "check-config", false, "validate the configuration, print it with defaults filled in and secrets masked, and exit")
 	auth = config.BindAuthFlags(fl)
 	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(stderr, "consumer:", err)

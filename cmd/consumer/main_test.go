@@ -11,13 +11,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/natstest"
 )
 
@@ -226,4 +229,88 @@ func TestReadyz(t *testing.T) {
 	check(503)
 	p.setReady(nil) // shutting down
 	check(503)
+}
+
+// --check-config prints the configuration with the defaults filled in
+// (each node's too) and secrets masked, and exits 0 without connecting.
+func TestCheckConfigShowsResolvedValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nodeq.yaml")
+	yml := `nodes:
+  sleep: {}
+  resize: {executor: process, command: [/bin/cat], timeout: 30s, env: {API_KEY: s3cret-env}}
+  notify:
+    executor: http
+    url: https://hooks.internal/notify?key=s3cret-query
+    timeout: 10s
+    headers: {Authorization: Bearer s3cret-header}
+`
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuffer
+	env := func(k string) string {
+		return map[string]string{"NODEQ_NATS_PASSWORD": "s3cret-pw", "NODEQ_CONSUMER_WORKERS": "7"}[k]
+	}
+	if code := runTo(context.Background(), []string{"--config", path, "--check-config"}, &stdout, &stderr, env); code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	if !strings.HasPrefix(out, "# configuration OK: 3 node types (notify, resize, sleep); defaults filled in, secrets masked\n") {
+		t.Fatalf("header:\n%s", out)
+	}
+	if strings.Contains(out, "s3cret") {
+		t.Fatalf("a secret is printed:\n%s", out)
+	}
+	var printed struct {
+		Consumer struct {
+			Workers int `yaml:"workers"`
+		} `yaml:"consumer"`
+		Nodes map[string]map[string]any `yaml:"nodes"`
+	}
+	if err := yaml.Unmarshal([]byte(out), &printed); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if printed.Consumer.Workers != 7 {
+		t.Errorf("consumer.workers %d, want the environment's 7", printed.Consumer.Workers)
+	}
+	for node, want := range map[string]map[string]any{
+		"sleep":  {"executor": "sleep", "max_duration": "1h0m0s", "timeout": "0s"},
+		"resize": {"executor": "process", "max_output": "16MiB", "timeout": "30s"},
+		"notify": {"executor": "http", "max_response": "16MiB", "timeout": "10s", "url": "https://hooks.internal/notify?key=*****"},
+	} {
+		for key, v := range want {
+			if got := printed.Nodes[node][key]; got != v {
+				t.Errorf("nodes.%s.%s = %v, want %v", node, key, got, v)
+			}
+		}
+	}
+	if _, shown := printed.Nodes["sleep"]["command"]; shown {
+		t.Errorf("a sleep node shows process keys:\n%s", out)
+	}
+}
+
+// The flags' help shows the configuration's defaults.
+func TestFlagHelpShowsConfigDefaults(t *testing.T) {
+	var stdout, stderr syncBuffer
+	if code := runTo(context.Background(), []string{"--help"}, &stdout, &stderr, noEnv); code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	cfg := config.Default()
+	help := stdout.String()
+	for flag, want := range map[string]string{
+		"--listen":     cfg.Embedded.Listen,
+		"--data-dir":   cfg.Embedded.StoreDir,
+		"--workers":    strconv.Itoa(cfg.Consumer.Workers),
+		"--log-format": cfg.Log.Format,
+		"--log-level":  cfg.Log.Level,
+	} {
+		_, line, ok := strings.Cut(help, flag+" ")
+		line, _, _ = strings.Cut(line, "\n")
+		if !ok || !strings.HasSuffix(line, "(default "+want+")") {
+			t.Errorf("%s: help %q, want it to end with (default %s)", flag, line, want)
+		}
+	}
+	if !strings.Contains(help, "listening on "+cfg.Embedded.Listen+" and storing in "+cfg.Embedded.StoreDir) {
+		t.Errorf("the description does not name the default address and store:\n%s", help)
+	}
 }

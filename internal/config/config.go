@@ -14,10 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/natsconn"
 	"github.com/nodeq/nodeq/internal/queue"
-	"github.com/nodeq/nodeq/internal/resilience"
 )
 
 // Config is the consumer's whole configuration.
@@ -43,7 +41,7 @@ type Config struct {
 // NATS says where the server is and how to authenticate. An empty URL
 // means: start an embedded server.
 type NATS struct {
-	URL          string `yaml:"url"`
+	URL          string `yaml:"url" secret:"url"`
 	User         string `yaml:"user"`
 	Password     string `yaml:"password" secret:"true"`
 	Token        string `yaml:"token" secret:"true"`
@@ -138,15 +136,6 @@ const (
 	AckAsync = "async"
 )
 
-// Defaults of consumer.workers, consumer.prefetch, consumer.poison_after
-// and consumer.max_inflight_bytes.
-const (
-	DefaultWorkers          = 16
-	DefaultPrefetch         = 32
-	DefaultPoisonAfter      = 3
-	DefaultMaxInflightBytes = 64 << 20
-)
-
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	// Addr is host:port serving /metrics; empty means off.
@@ -162,7 +151,7 @@ type Log struct {
 // Retry is an in-process retry policy. In a node's retry block, keys left
 // out (or zero) take the global retry's values.
 type Retry struct {
-	Policy     string        `yaml:"policy"` // none, fixed or exponential
+	Policy     string        `yaml:"policy"` // RetryNone, RetryFixed or RetryExponential
 	Attempts   int           `yaml:"attempts"`
 	Delay      time.Duration `yaml:"delay"`
 	Multiplier float64       `yaml:"multiplier"`
@@ -190,13 +179,14 @@ type Breaker struct {
 	Window      time.Duration `yaml:"window"`
 	Cooldown    time.Duration `yaml:"cooldown"`
 	MaxCooldown time.Duration `yaml:"max_cooldown"`
-	// Scope is "process" (each consumer process has its own breaker) or
-	// "fleet" (one breaker for every process sharing the durable consumer).
+	// Scope is ScopeProcess or ScopeFleet.
 	Scope string `yaml:"scope"`
 }
 
 // Node configures one node type. Executor defaults to the node type's name
-// when that is a built-in (echo, sleep, fault).
+// when that is a built-in (echo, sleep, fault). Executor, Timeout,
+// Concurrency and Retry apply to every executor; each other field belongs
+// to the executors that list it in executorKinds.
 type Node struct {
 	Executor    string        `yaml:"executor"`
 	Timeout     time.Duration `yaml:"timeout"`
@@ -211,34 +201,9 @@ type Node struct {
 	PassEnv   []string          `yaml:"pass_env"`
 	MaxOutput ByteSize          `yaml:"max_output"`
 	// http
-	URL         string            `yaml:"url"`
+	URL         string            `yaml:"url" secret:"url"`
 	Headers     map[string]string `yaml:"headers" secret:"true"`
 	MaxResponse ByteSize          `yaml:"max_response"`
-}
-
-// Default returns the configuration used when no file is given.
-func Default() *Config {
-	n := queue.DefaultNames()
-	return &Config{
-		Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "./nodeq-data"},
-		Names:    Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer},
-		Streams:  Streams{Replicas: 1, DLQMaxAge: queue.DefaultDLQMaxAge, DLQMaxBytes: queue.DefaultDLQMaxBytes},
-		Consumer: Consumer{Workers: DefaultWorkers, Prefetch: DefaultPrefetch, AckWait: queue.DefaultAckWait, MaxAckPending: queue.DefaultMaxAckPending,
-			PullWait: time.Second, ShutdownTimeout: 30 * time.Second, StartupTimeout: 2 * time.Minute, Ack: AckConfirmed, ReplySubjects: queue.DefaultReplySubjects,
-			PoisonAfter: DefaultPoisonAfter, MaxInflightBytes: DefaultMaxInflightBytes},
-		DLQ:        DLQ{MaskHeaders: dlq.DefaultMaskedHeaders},
-		Log:        Log{Level: "info", Format: "text"},
-		Retry:      Retry{Policy: "exponential", Attempts: 3, Delay: 100 * time.Millisecond, Multiplier: 2, MaxDelay: 400 * time.Millisecond},
-		Redelivery: Redelivery{MaxDeliveries: 3, Backoff: []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}},
-		Breaker: Breaker{FailureThreshold: 5, MinRequests: 20, Window: time.Minute,
-			Cooldown: resilience.DefaultCooldown, MaxCooldown: resilience.DefaultMaxCooldown, Scope: "process"},
-		Nodes: DefaultNodes(),
-	}
-}
-
-// DefaultNodes are the node types a consumer runs when the file has no nodes section.
-func DefaultNodes() map[string]Node {
-	return map[string]Node{"echo": {}, "sleep": {MaxDuration: time.Hour}, "fault": {}}
 }
 
 // Load reads path over the defaults. An empty path returns the defaults.
@@ -353,17 +318,7 @@ func lineOf(n *yaml.Node, path []string) int {
 	return line
 }
 
-func hasKey(n *yaml.Node, key string) bool {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return false
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return true
-		}
-	}
-	return false
-}
+func hasKey(n *yaml.Node, key string) bool { return valueOf(n, key) != nil }
 
 // typeError turns a yaml.v3 message ("line 7: cannot unmarshal ...") into a
 // FieldError naming the field at that line.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -46,16 +45,6 @@ func EnvName(path []string) string {
 	return EnvPrefix + strings.ToUpper(strings.Join(path, "_"))
 }
 
-// EnvNames lists every environment variable the configuration reads, sorted.
-func EnvNames() []string {
-	var names []string
-	walkScalars(reflect.ValueOf(Default()).Elem(), nil, func(path []string, _ reflect.Value, _ reflect.StructField) {
-		names = append(names, EnvName(path))
-	})
-	sort.Strings(names)
-	return names
-}
-
 // walkScalars calls fn for every scalar field of a struct, by yaml key path.
 func walkScalars(v reflect.Value, path []string, fn func(path []string, v reflect.Value, f reflect.StructField)) {
 	t := v.Type()
@@ -78,42 +67,61 @@ func walkScalars(v reflect.Value, path []string, fn func(path []string, v reflec
 }
 
 // Redacted returns the configuration as YAML with every secret replaced by
-// "*****": passwords, tokens, http headers, process environments, and the
-// credentials and query values of nats.url and of http nodes' url.
+// "*****": the values of the fields tagged secret:"true" (passwords,
+// tokens, http headers, process environments), and the credentials and
+// query values of those tagged secret:"url" (nats.url, http nodes' url).
+// Each node shows the keys of its executor only. Call it on Resolved to
+// show the defaults that keys left out stand for.
 func (c *Config) Redacted() string {
 	cp := *c
+	maskSecrets(reflect.ValueOf(&cp.NATS).Elem())
+	cp.Nodes = make(map[string]Node, len(c.Nodes))
+	for name, n := range c.Nodes {
+		maskSecrets(reflect.ValueOf(&n).Elem())
+		cp.Nodes[name] = n
+	}
+	var doc yaml.Node
+	if err := doc.Encode(&cp); err != nil {
+		return "# cannot print the configuration: " + err.Error()
+	}
+	cp.pruneNodes(&doc)
+	b, err := yaml.Marshal(&doc)
+	if err != nil {
+		return "# cannot print the configuration: " + err.Error()
+	}
+	return string(b)
+}
+
+// maskSecrets masks the secret fields of a struct (a copy: maps and lists
+// are replaced, not changed), and those of the structs it holds.
+func maskSecrets(v reflect.Value) {
 	mask := func(s string) string {
 		if s == "" {
 			return ""
 		}
 		return "*****"
 	}
-	cp.NATS.Password, cp.NATS.Token = mask(cp.NATS.Password), mask(cp.NATS.Token)
-	cp.NATS.URL = maskURLs(cp.NATS.URL)
-	cp.Nodes = map[string]Node{}
-	for name, n := range c.Nodes {
-		n.URL = maskURLs(n.URL)
-		if len(n.Headers) > 0 {
-			h := map[string]string{}
-			for k, v := range n.Headers {
-				h[k] = mask(v)
+	for i := range v.NumField() {
+		f, fv := v.Type().Field(i), v.Field(i)
+		switch tag := f.Tag.Get("secret"); {
+		case fv.Kind() == reflect.Struct:
+			maskSecrets(fv)
+		case tag == "url" && fv.Kind() == reflect.String:
+			fv.SetString(maskURLs(fv.String()))
+		case tag == "true" && fv.Kind() == reflect.String:
+			fv.SetString(mask(fv.String()))
+		case tag == "true" && fv.Type() == reflect.TypeFor[map[string]string]():
+			if fv.Len() > 0 {
+				masked := make(map[string]string, fv.Len())
+				for k, v := range fv.Interface().(map[string]string) {
+					masked[k] = mask(v)
+				}
+				fv.Set(reflect.ValueOf(masked))
 			}
-			n.Headers = h
+		case tag != "":
+			panic("config: cannot mask the secret field " + f.Name + " of type " + f.Type.String())
 		}
-		if len(n.Env) > 0 {
-			e := map[string]string{}
-			for k, v := range n.Env {
-				e[k] = mask(v)
-			}
-			n.Env = e
-		}
-		cp.Nodes[name] = n
 	}
-	b, err := yaml.Marshal(&cp)
-	if err != nil {
-		return "# cannot print the configuration: " + err.Error()
-	}
-	return string(b)
 }
 
 // maskURLs applies maskURL to each URL of a comma-separated list.

@@ -33,32 +33,35 @@ func (r Retry) inherit(parent Retry) Retry {
 // policy builds the retry policy, or says which key is wrong.
 func (r Retry) policy() (resilience.Policy, string, error) {
 	switch r.Policy {
-	case "none":
+	case RetryNone:
 		return resilience.None(), "", nil
-	case "fixed":
-		if r.Attempts < 1 {
-			return nil, "attempts", fmt.Errorf("%d: want at least 1", r.Attempts)
+	case RetryFixed:
+		if err := r.outOfBound("attempts"); err != nil {
+			return nil, "attempts", err
 		}
 		if r.Delay < 0 {
 			return nil, "delay", errors.New("must not be negative")
 		}
 		return resilience.Fixed(r.Delay, r.Attempts), "", nil
-	case "exponential":
-		switch {
-		case r.Attempts < 1:
-			return nil, "attempts", fmt.Errorf("%d: want at least 1", r.Attempts)
-		case r.Delay <= 0:
+	case RetryExponential:
+		if err := r.outOfBound("attempts"); err != nil {
+			return nil, "attempts", err
+		}
+		if r.Delay <= 0 {
 			return nil, "delay", errors.New("must be a positive duration")
-		case r.Multiplier < 1:
-			return nil, "multiplier", fmt.Errorf("%v: want at least 1", r.Multiplier)
-		case r.MaxDelay < r.Delay:
-			return nil, "max_delay", fmt.Errorf("%v is less than delay %v", r.MaxDelay, r.Delay)
-		case r.Jitter < 0 || r.Jitter > 1:
-			return nil, "jitter", fmt.Errorf("%v: want 0..1", r.Jitter)
+		}
+		if err := r.outOfBound("multiplier"); err != nil {
+			return nil, "multiplier", err
+		}
+		if r.MaxDelay < r.Delay {
+			return nil, "max_delay", fmt.Errorf("%s is less than delay %s", formatDuration(r.MaxDelay), formatDuration(r.Delay))
+		}
+		if err := r.outOfBound("jitter"); err != nil {
+			return nil, "jitter", err
 		}
 		return &resilience.Exponential{Base: r.Delay, Multiplier: r.Multiplier, Max: r.MaxDelay, Attempts: r.Attempts, Jitter: r.Jitter}, "", nil
 	}
-	return nil, "policy", fmt.Errorf("%q: want none, fixed or exponential", r.Policy)
+	return nil, "policy", fmt.Errorf("%q: want %s, %s or %s", r.Policy, RetryNone, RetryFixed, RetryExponential)
 }
 
 // RetryPolicy is the global in-process retry policy.
@@ -117,22 +120,13 @@ func (c *Config) validateResilience() []error {
 			checkRetry([]string{"nodes", name, "retry"}, r.inherit(c.Retry))
 		}
 	}
-	if c.Redelivery.MaxDeliveries < 1 {
-		errs = append(errs, c.fieldErr("redelivery.max_deliveries", "%d: want at least 1 (1 means no redelivery)", c.Redelivery.MaxDeliveries))
-	}
 	for i, d := range c.Redelivery.Backoff {
 		if d <= 0 {
 			errs = append(errs, c.fieldErr("redelivery.backoff", "entry %d (%v) must be a positive duration", i+1, d))
 		}
 	}
-	if c.Breaker.Scope != "process" && c.Breaker.Scope != "fleet" {
-		errs = append(errs, c.fieldErr("breaker.scope", "%q: want process or fleet", c.Breaker.Scope))
-	}
-	if c.Breaker.FailureThreshold < 0 {
-		errs = append(errs, c.fieldErr("breaker.failure_threshold", "must not be negative (0 turns it off)"))
-	}
-	if r := c.Breaker.FailureRate; r < 0 || r > 1 {
-		errs = append(errs, c.fieldErr("breaker.failure_rate", "%v: want a share of failures from 0 (off) to 1, e.g. 0.5", r))
+	if c.Breaker.Scope != ScopeProcess && c.Breaker.Scope != ScopeFleet {
+		errs = append(errs, c.fieldErr("breaker.scope", "%q: want %s or %s", c.Breaker.Scope, ScopeProcess, ScopeFleet))
 	}
 	if c.Breaker.FailureRate > 0 {
 		if c.Breaker.MinRequests < 1 {

@@ -1,4 +1,4 @@
-// Package exec runs nodes: the Executor interface, the registry that maps a
+// Package executor runs nodes: the Executor interface, the registry that maps a
 // node type to its executor, and the built-in executors.
 package executor
 

@@ -41,15 +41,6 @@ var kindNames = [...]string{
 	Serialization: "Serialization",
 }
 
-// Kinds lists every kind, for help texts and validation.
-func Kinds() []Kind {
-	ks := make([]Kind, len(kindNames))
-	for i := range kindNames {
-		ks[i] = Kind(i)
-	}
-	return ks
-}
-
 // String returns the kind's wire name, e.g. "Transport".
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

@@ -1,7 +1,6 @@
 package resilience
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -70,23 +69,6 @@ func (e *Exponential) NextRetry(attempt int) (time.Duration, bool) {
 		d = float64(e.Max)
 	}
 	return time.Duration(d), true
-}
-
-// Validate checks the policy's parameters.
-func (e *Exponential) Validate() error {
-	switch {
-	case e.Attempts < 1:
-		return fmt.Errorf("attempts %d: want at least 1", e.Attempts)
-	case e.Base <= 0:
-		return fmt.Errorf("delay %v: want a positive duration", e.Base)
-	case e.Multiplier < 1:
-		return fmt.Errorf("multiplier %v: want at least 1", e.Multiplier)
-	case e.Max < e.Base:
-		return fmt.Errorf("max_delay %v is less than delay %v", e.Max, e.Base)
-	case e.Jitter < 0 || e.Jitter > 1:
-		return fmt.Errorf("jitter %v: want 0..1", e.Jitter)
-	}
-	return nil
 }
 
 // Redelivery decides what happens when a delivery's attempts are spent on a

@@ -68,24 +68,6 @@ func TestJitterBounds(t *testing.T) {
 	}
 }
 
-func TestPolicyValidate(t *testing.T) {
-	if err := DefaultPolicy().Validate(); err != nil {
-		t.Fatal(err)
-	}
-	bad := []*Exponential{
-		{Base: 0, Multiplier: 2, Max: 1, Attempts: 1},
-		{Base: 10, Multiplier: 0.5, Max: 10, Attempts: 1},
-		{Base: 10, Multiplier: 2, Max: 5, Attempts: 1},
-		{Base: 10, Multiplier: 2, Max: 10, Attempts: 0},
-		{Base: 10, Multiplier: 2, Max: 10, Attempts: 1, Jitter: 2},
-	}
-	for _, p := range bad {
-		if p.Validate() == nil {
-			t.Errorf("%+v accepted", p)
-		}
-	}
-}
-
 func TestRedelivery(t *testing.T) {
 	r := DefaultRedelivery()
 	var got []time.Duration
