@@ -13,9 +13,6 @@ import (
 	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/executor"
 	"github.com/nodeq/nodeq/internal/metrics"
-	"github.com/nodeq/nodeq/internal/natsconn"
-	"github.com/nodeq/nodeq/internal/queue"
-	"github.com/nodeq/nodeq/internal/worker"
 )
 
 // ErrInterrupted is returned by Run and Stop when consumer.shutdown_timeout
@@ -246,48 +243,24 @@ func (c *Consumer) setUp(ctx context.Context) (r *running, err error) {
 		}
 	}()
 	m := c.metrics
-	var probe *probes
-	if cfg.Metrics.Addr != "" {
-		if probe, err = serveMetrics(cfg.Metrics.Addr, log); err != nil {
-			return nil, err
-		}
-		r.closers = append(r.closers, probe.stop)
-		m = probe.metrics
-	}
-	url, auth := cfg.NATS.URL, cfg.Auth()
-	if url == "" {
-		// As cmd/consumer: the embedded server requires the configured
-		// credentials and serves no TLS.
-		if auth.CAFile != "" || auth.CertFile != "" || auth.KeyFile != "" || auth.ServerName != "" {
-			log.Warn("nats.tls is ignored: the embedded nats-server serves no TLS; set nats.url to use a TLS server")
-			auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", ""
-		}
-		srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir,
-			SyncAlways: cfg.Embedded.SyncAlways, Auth: auth})
-		if err != nil {
-			return nil, fmt.Errorf("nodeq: %w", err)
-		}
-		r.closers = append(r.closers, func() {
-			natsconn.ShutdownEmbedded(srv)
-			log.Info("embedded nats-server stopped")
-		})
-		url = srv.ClientURL()
-		log.Info("embedded nats-server listening", "nats_url", url, "store_dir", cfg.Embedded.StoreDir, "sync_always", cfg.Embedded.SyncAlways)
-	}
-	authOpts, err := auth.Options()
+	probe, err := metrics.ServeProbes(cfg.Metrics.Addr, log)
 	if err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
-	nc, err := natsconn.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, append(authOpts, queue.ConsumerInbox())...)
+	if probe != nil {
+		r.closers = append(r.closers, probe.Stop)
+		m = probe.Series()
+	}
+	nc, closeConn, err := consumer.Dial(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
-	r.closers = append(r.closers, nc.Close)
+	r.closers = append(r.closers, closeConn)
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
 	if r.consumer, err = consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: c.registry}); err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
-	probe.setReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })
+	probe.SetReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })
 	return r, nil
 }

@@ -15,15 +15,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/consumer"
-	"github.com/nodeq/nodeq/internal/natsconn"
-	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/version"
-	"github.com/nodeq/nodeq/internal/worker"
 )
 
 // Exit codes.
@@ -193,53 +190,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	probe, err := startHTTP(cfg.Metrics.Addr, log)
+	probe, err := metrics.ServeProbes(cfg.Metrics.Addr, log)
 	if err != nil {
 		return err
 	}
-	defer probe.stop()
-	m := probe.metrics
-	url := cfg.NATS.URL
-	auth := cfg.Auth()
-	if url == "" {
-		// The embedded server requires the configured credentials, and the
-		// consumer presents them; it serves no TLS, so the TLS settings are unused.
-		if auth.CAFile != "" || auth.CertFile != "" || auth.KeyFile != "" || auth.ServerName != "" {
-			log.Warn("nats.tls is ignored: the embedded nats-server serves no TLS; set nats.url to use a TLS server")
-			auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", ""
-		}
-		srv, err := natsconn.StartEmbedded(natsconn.EmbeddedOptions{Listen: cfg.Embedded.Listen, StoreDir: cfg.Embedded.StoreDir, SyncAlways: cfg.Embedded.SyncAlways, Auth: auth})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			natsconn.ShutdownEmbedded(srv) // and release the store directory's lock
-			log.Info("embedded nats-server stopped")
-		}()
-		url = srv.ClientURL()
-		log.Info("embedded nats-server listening", "nats_url", url, "store_dir", cfg.Embedded.StoreDir, "sync_always", cfg.Embedded.SyncAlways)
-	}
-	var authOpts []nats.Option
-	if authOpts, err = auth.Options(); err != nil {
-		return err
-	}
-	nc, err := natsconn.Connect(url, "nodeq-consumer "+worker.DefaultID(), log, append(authOpts, queue.ConsumerInbox())...)
+	defer probe.Stop()
+	nc, closeConn, err := consumer.Dial(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn()
 	// Set-up waits out concurrent creators and a cluster electing its
 	// leaders, up to consumer.startup_timeout in all.
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
-	c, err := consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: registry})
+	c, err := consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: probe.Series(), Registry: registry})
 	if err != nil {
 		return err
 	}
-	probe.setReady(func() bool { return nc.IsConnected() })
-	go func() {
-		<-ctx.Done()
-		probe.setReady(nil)
-	}()
+	probe.SetReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })
 	return c.Run(ctx)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -209,26 +208,6 @@ func TestAuthenticatedServer(t *testing.T) {
 	if code != exitFailed || !strings.Contains(out.String(), "Authorization Violation") || strings.Contains(out.String(), "wrong-pw") {
 		t.Fatalf("exit %d:\n%s", code, out.String())
 	}
-}
-
-func TestReadyz(t *testing.T) {
-	p := &probes{}
-	check := func(want int) {
-		t.Helper()
-		rec := httptest.NewRecorder()
-		p.readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
-		if rec.Code != want {
-			t.Fatalf("readyz %d, want %d", rec.Code, want)
-		}
-	}
-	check(503) // still starting
-	connected := true
-	p.setReady(func() bool { return connected })
-	check(200)
-	connected = false // NATS connection lost
-	check(503)
-	p.setReady(nil) // shutting down
-	check(503)
 }
 
 // --check-config prints the configuration with the defaults filled in

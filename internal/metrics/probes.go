@@ -1,4 +1,4 @@
-package main
+package metrics
 
 import (
 	"context"
@@ -13,51 +13,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/nodeq/nodeq/internal/metrics"
 )
 
-// probes serves /metrics, /healthz (the process is alive) and /readyz
-// (connected to NATS, streams and consumer bound, not shutting down).
-type probes struct {
-	metrics *metrics.Metrics // nil when the listener is off
+// Probes serve a consumer's HTTP endpoints: /metrics, /healthz (the process
+// is alive) and /readyz (connected to NATS, set up, not shutting down).
+// Every method is safe on a nil *Probes.
+type Probes struct {
+	// Metrics are the nodeq series, in a registry of their own besides
+	// the Go and process collectors.
+	Metrics *Metrics
 	mu      sync.Mutex
 	ready   func() bool // nil: not ready
+	addr    string
 	stop    func()
 }
 
-// setReady sets the readiness check; nil means not ready.
-func (p *probes) setReady(f func() bool) {
-	p.mu.Lock()
-	p.ready = f
-	p.mu.Unlock()
-}
-
-func (p *probes) readyz(w http.ResponseWriter, _ *http.Request) {
-	p.mu.Lock()
-	f := p.ready
-	p.mu.Unlock()
-	if f == nil || !f() {
-		http.Error(w, "not ready", http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
-}
-
-// startHTTP starts the listener when addr is set. With addr empty it
-// returns probes with nil metrics and nothing listening.
-func startHTTP(addr string, log *slog.Logger) (*probes, error) {
-	p := &probes{stop: func() {}}
+// ServeProbes listens on addr (host:port) and serves the probes until
+// Stop. With addr empty it returns nil: no listener, no metrics.
+func ServeProbes(addr string, log *slog.Logger) (*Probes, error) {
 	if addr == "" {
-		return p, nil
+		return nil, nil
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p.metrics = metrics.New(reg)
+	p := &Probes{Metrics: New(reg)}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
 	}
+	p.addr = l.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -75,10 +59,58 @@ func startHTTP(addr string, log *slog.Logger) (*probes, error) {
 	}()
 	log.Info("metrics listening", "addr", l.Addr().String(), "paths", "/metrics /healthz /readyz")
 	p.stop = func() {
+		p.SetReady(nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
+		_ = srv.Close()
 		<-done
 	}
 	return p, nil
+}
+
+// Series returns the metrics, nil when p is nil (recording on nil Metrics
+// does nothing).
+func (p *Probes) Series() *Metrics {
+	if p == nil {
+		return nil
+	}
+	return p.Metrics
+}
+
+// Addr is the address the probes listen on.
+func (p *Probes) Addr() string {
+	if p == nil {
+		return ""
+	}
+	return p.addr
+}
+
+// SetReady sets the readiness check; nil means not ready.
+func (p *Probes) SetReady(f func() bool) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.ready = f
+	p.mu.Unlock()
+}
+
+// Stop closes the listener and waits for it.
+func (p *Probes) Stop() {
+	if p == nil {
+		return
+	}
+	p.stop()
+}
+
+func (p *Probes) readyz(w http.ResponseWriter, _ *http.Request) {
+	p.mu.Lock()
+	f := p.ready
+	p.mu.Unlock()
+	if f == nil || !f() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }
