@@ -52,6 +52,11 @@ func NewClient(cfg *Config) (*Client, error) {
 		url = "nats://" + cfg.Embedded.Listen
 		auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", "" // the embedded server serves no TLS
 	}
+	return dialClient(url, auth, names)
+}
+
+// dialClient connects a client to url with auth's credentials.
+func dialClient(url string, auth natsconn.Auth, names queue.Names) (*Client, error) {
 	authOpts, err := auth.Options()
 	if err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)

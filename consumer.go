@@ -60,6 +60,7 @@ type Consumer struct {
 	registry *executor.Registry
 
 	mu      sync.Mutex
+	url     string // the server the started consumer connected to
 	started bool
 	stop    context.CancelFunc
 	done    chan struct{} // closed when the consumer has stopped
@@ -256,6 +257,7 @@ func (c *Consumer) setUp(ctx context.Context) (r *running, err error) {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
 	r.closers = append(r.closers, closeConn)
+	c.url = nc.ConnectedUrl() // c.mu is held by Start
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
 	if r.consumer, err = consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: c.registry}); err != nil {
@@ -263,4 +265,23 @@ func (c *Consumer) setUp(ctx context.Context) (r *running, err error) {
 	}
 	probe.SetReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })
 	return r, nil
+}
+
+// Client returns a client connected to the NATS server the started
+// consumer uses (the embedded one it started, when the configuration names
+// no URL), with the configuration's credentials and stream names: the
+// shortest way for a program to publish to its own consumer. Close it when
+// done.
+func (c *Consumer) Client() (*Client, error) {
+	c.mu.Lock()
+	url := c.url
+	c.mu.Unlock()
+	if url == "" {
+		return nil, errors.New("nodeq: Client: the consumer is not started")
+	}
+	auth := c.cfg.Auth()
+	if c.cfg.NATS.URL == "" {
+		auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", "" // the embedded server serves no TLS
+	}
+	return dialClient(url, auth, c.cfg.QueueNames())
 }

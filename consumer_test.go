@@ -367,3 +367,15 @@ func TestHandlerTimeout(t *testing.T) {
 		t.Fatalf("result %+v, %v; want success at the second attempt", res, err)
 	}
 }
+
+// Client needs a started consumer: before Start there is no server to
+// connect to.
+func TestConsumerClientBeforeStart(t *testing.T) {
+	c, err := nodeq.NewConsumer(nodeq.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl, err := c.Client(); err == nil || cl != nil || !strings.Contains(err.Error(), "not started") {
+		t.Fatalf("Client before Start = %v, %v", cl, err)
+	}
+}

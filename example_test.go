@@ -12,9 +12,9 @@ import (
 	"github.com/nodeq/nodeq"
 )
 
-// A program that starts a NATS server, registers a Go handler, runs the
-// consumer, publishes a task and prints its result. README.md shows this
-// code.
+// A program that registers a Go handler, runs the consumer (with an
+// embedded NATS server), publishes a task and prints its result. README.md
+// shows this code.
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -27,21 +27,16 @@ func Example() {
 	check(err)
 	defer os.RemoveAll(dir)
 
-	srv, err := nodeq.StartServer(nodeq.ServerOptions{Listen: "127.0.0.1:0", StoreDir: dir})
+	cfg := nodeq.DefaultConfig() // or nodeq.LoadConfig("nodeq.yaml"); no NATS URL: an embedded server
+	cfg.Embedded.Listen, cfg.Embedded.StoreDir = "127.0.0.1:0", dir
+	c, err := nodeq.NewConsumer(cfg)
 	check(err)
-	defer srv.Shutdown()
-	cfg := nodeq.DefaultConfig() // or nodeq.LoadConfig("nodeq.yaml")
-	cfg.NATS.URL = srv.URL()
-
-	consumer, err := nodeq.NewConsumer(cfg)
-	check(err)
-	check(consumer.Handle("greet", func(ctx context.Context, t *nodeq.Task) ([]byte, error) {
+	check(c.Handle("greet", func(ctx context.Context, t *nodeq.Task) ([]byte, error) {
 		return []byte("hello, " + string(t.Payload)), nil
 	}))
-	check(consumer.Start(ctx)) // creates the streams; runs until ctx is done or Stop
-	defer consumer.Stop()
-
-	client, err := nodeq.NewClient(cfg)
+	check(c.Start(ctx)) // sets up the streams; runs until ctx is done or Stop
+	defer c.Stop()
+	client, err := c.Client()
 	check(err)
 	defer client.Close()
 	res, err := client.Call(ctx, "greet", []byte("world"))
