@@ -10,8 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nodeq/nodeq/internal/config"
+	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/executor"
-	"github.com/nodeq/nodeq/internal/fleet"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -20,15 +21,16 @@ import (
 // instance is one consumer of a fleet: its own connection, breaker and
 // workers, as a separate process would have.
 type instance struct {
-	env     *env
-	breaker *resilience.Breaker
-	down    atomic.Bool // this instance's downstream fails
+	breaker *resilience.Breaker // its own breaker, under the fleet's layer
+	down    atomic.Bool         // this instance's downstream fails
 	j       *journal
 }
 
+// newInstance runs a consumer with breaker.scope fleet, the production
+// wiring, over a local breaker of the test's.
 func newInstance(t *testing.T, base *env, id string) *instance {
 	t.Helper()
-	nc, err := nats.Connect(base.srv.ClientURL())
+	nc, err := nats.Connect(base.srv.ClientURL(), queue.ConsumerInbox())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,18 +40,8 @@ func newInstance(t *testing.T, base *env, id string) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, srv: base.srv, nc: nc, js: js, names: base.names, cons: cons}
-	fb, err := fleet.NewFleetBreaker(context.Background(), js, base.names, id, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := &instance{env: e, j: &journal{}}
-	in.breaker = resilience.NewBreaker(resilience.BreakerSettings{Name: id, ReadyToTrip: resilience.ConsecutiveFailures(3), Cooldown: 4 * time.Second, Shared: fb})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := fb.Watch(ctx, in.breaker); err != nil {
-		t.Fatal(err)
-	}
+	in := &instance{j: &journal{}}
+	in.breaker = resilience.NewBreaker(resilience.BreakerSettings{Name: id, ReadyToTrip: resilience.ConsecutiveFailures(3), Cooldown: 4 * time.Second})
 	downstream := executor.Func(func(ctx context.Context, tk *task.Envelope) ([]byte, error) {
 		if in.down.Load() {
 			return nil, resilience.Errorf(resilience.Transport, "%s: downstream unreachable", id)
@@ -58,8 +50,26 @@ func newInstance(t *testing.T, base *env, id string) *instance {
 	})
 	reg := executor.NewRegistry()
 	_ = reg.Register(executor.Node{Type: "call", Executor: in.j.wrap(downstream, in.breaker)})
-	e.start(reg, runnerOpts{workers: 2, breaker: in.breaker, retry: resilience.None(),
-		redelivery: resilience.Redelivery{MaxDeliveries: 100, Backoff: []time.Duration{100 * time.Millisecond}}})
+	cfg := config.Default()
+	n := base.names
+	cfg.Names = config.Names{TaskStream: n.TaskStream, TaskPrefix: n.TaskPrefix, DLQStream: n.DLQStream, DLQPrefix: n.DLQPrefix, Consumer: n.Consumer}
+	cfg.Consumer.Workers, cfg.Consumer.PullWait = 2, pullWait
+	cfg.Breaker.Scope = "fleet"
+	c, err := consumer.New(context.Background(), consumer.Options{Config: cfg, Conn: nc, Logger: testLogger(t), Registry: reg, ID: id,
+		Durable: cons, Breaker: in.breaker, Retry: resilience.None(),
+		Redelivery: &resilience.Redelivery{MaxDeliveries: 100, Backoff: []time.Duration{100 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer %s: %v", id, err)
+		}
+	})
 	return in
 }
 

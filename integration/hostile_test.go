@@ -385,15 +385,14 @@ func TestReplayRefusesForgedRecords(t *testing.T) {
 func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 	e := newEnv(t, queue.StreamOptions{})
 	ctx := context.Background()
-	fb, err := fleet.NewFleetBreaker(ctx, e.js, e.names, "test/1", testLogger(t))
+	b := resilience.NewBreaker(resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 2 * time.Second})
+	fb, err := fleet.NewBreaker(ctx, e.js, e.names, "test/1", b, fleet.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fb.MaxCooldown = 2 * time.Second
-	b := resilience.NewBreaker(resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 2 * time.Second, Shared: fb})
 	wctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	if err := fb.Watch(wctx, b); err != nil {
+	if err := fb.Watch(wctx); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := e.js.KeyValue(ctx, fleet.BreakerBucket)
@@ -415,7 +414,7 @@ func TestForgedFleetBreakerEntryIsBounded(t *testing.T) {
 	// The probe may be claimed once MaxCooldown has passed since the entry was stored.
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pcancel()
-	report, err := b.Acquire(pctx)
+	report, err := fb.Acquire(pctx)
 	if err != nil {
 		t.Fatalf("the breaker stayed open for %v: %v", time.Since(start).Round(time.Millisecond), err)
 	}

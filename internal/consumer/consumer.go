@@ -54,6 +54,7 @@ type Options struct {
 	// its streams: New then sets nothing up on the server but the ledger.
 	Durable jetstream.Consumer
 	// Breaker, if set, replaces the breaker the configuration describes.
+	// With breaker.scope fleet it is the local breaker under the fleet's.
 	Breaker *resilience.Breaker
 	// Retry and Redelivery, if set, replace the configured policies.
 	Retry      resilience.Policy
@@ -86,8 +87,8 @@ type Consumer struct {
 	js      jetstream.JetStream
 	names   queue.Names
 	durable jetstream.Consumer
-	breaker *resilience.Breaker
-	fleet   *fleet.FleetBreaker
+	breaker *resilience.Breaker // this process's breaker: its state and listeners
+	fleet   *fleet.Breaker      // with breaker.scope fleet, the fleet's layer over breaker
 	acks    *queue.AckConfirmer
 	worker  *worker.Worker
 	puller  *queue.Puller
@@ -165,10 +166,19 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 	if o.Redelivery != nil {
 		redelivery = *o.Redelivery
 	}
+	// Workers and the puller ask the fleet's layer when there is one.
+	var workerBreaker worker.Breaker
+	var gate queue.Gate
+	switch {
+	case c.fleet != nil:
+		workerBreaker, gate = c.fleet, c.fleet
+	case c.breaker != nil:
+		workerBreaker, gate = c.breaker, c.breaker
+	}
 	c.worker = worker.New(worker.Options{
 		Names: c.names, Registry: registry, DLQ: dlq.NewWriter(js, c.names.DLQPrefix), Replier: o.Conn, Replies: replies,
 		MaskHeaders: cfg.DLQ.MaskHeaders, MaxPayload: int(maxBody), AckWait: ackWait, KeptAlive: true, Acks: c.acks, AckAsync: cfg.Consumer.Ack == config.AckAsync,
-		RetryDelay: o.RetryDelay, Retry: retry, Redelivery: redelivery, Breaker: c.breaker, Metrics: m, ID: o.ID, Logger: log,
+		RetryDelay: o.RetryDelay, Retry: retry, Redelivery: redelivery, Breaker: workerBreaker, Metrics: m, ID: o.ID, Logger: log,
 		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
 	})
 	handle := c.worker.Handle
@@ -177,10 +187,6 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 			c.worker.Handle(ctx, d)
 			o.OnHandled(d.Msg)
 		}
-	}
-	var gate queue.Gate
-	if c.breaker != nil {
-		gate = c.breaker
 	}
 	handBack := c.worker.HandBack
 	if f := o.OnHandedBack; f != nil {
@@ -204,17 +210,6 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 		OnPull: m.Pull, OnPullFailure: m.PullFailure,
 		MaxInflightBytes: maxInflight, MaxMsgBytes: maxMsgBytes, OnInflightBytes: onInflight,
 	})
-	if c.breaker != nil {
-		// No task starts while the breaker is open; those prefetched go back
-		// to the stream at once, for healthy processes.
-		c.breaker.Listen(func(_ string, _, to resilience.State) {
-			if to == resilience.StateOpen {
-				if n := c.puller.HandBackWaiting(); n > 0 {
-					log.Info("circuit breaker opened: prefetched tasks handed back", "tasks", n)
-				}
-			}
-		})
-	}
 	return c, nil
 }
 
@@ -246,24 +241,17 @@ func (c *Consumer) setupErr(ctx context.Context, err error) error {
 	return err
 }
 
-// buildBreaker makes the configured breaker (or takes Options.Breaker) and
-// wires its log lines and gauges, which exist from start-up.
+// buildBreaker makes the configured breaker (or takes Options.Breaker),
+// wires its log lines, gauges and the hand-back of prefetched tasks, which
+// exist from start-up, and with breaker.scope fleet layers the fleet's
+// state over it. The layer is built last, so that a trip is logged and the
+// prefetched tasks go back before the fleet is told.
 func (c *Consumer) buildBreaker(ctx context.Context) error {
 	cfg, m := c.cfg, c.o.Metrics
 	if c.o.Breaker != nil {
 		c.breaker = c.o.Breaker
 	} else if bs, on := cfg.BreakerSettings(); on {
 		bs.Name = c.names.Consumer
-		if cfg.Breaker.Scope == "fleet" {
-			fleet, err := fleet.NewFleetBreaker(ctx, c.js, c.names, c.o.ID, c.log)
-			if err != nil {
-				return fmt.Errorf("fleet breaker: %w", err)
-			}
-			if bs.MaxCooldown > 0 {
-				fleet.MaxCooldown = bs.MaxCooldown
-			}
-			bs.Shared, c.fleet = fleet, fleet
-		}
 		c.breaker = resilience.NewBreaker(bs)
 	}
 	if c.breaker == nil {
@@ -275,6 +263,24 @@ func (c *Consumer) buildBreaker(ctx context.Context) error {
 	}
 	m.BreakerStarted(name)
 	c.breaker.Listen(breakerLogger(c.log, cfg, m, name))
+	// No task starts while the breaker is open; those prefetched go back
+	// to the stream at once, for healthy processes. (Nothing opens the
+	// breaker before Run, and the puller exists by then.)
+	c.breaker.Listen(func(_ string, _, to resilience.State) {
+		if to != resilience.StateOpen || c.puller == nil {
+			return
+		}
+		if n := c.puller.HandBackWaiting(); n > 0 {
+			c.log.Info("circuit breaker opened: prefetched tasks handed back", "tasks", n)
+		}
+	})
+	if cfg.Breaker.Scope == "fleet" {
+		fb, err := fleet.NewBreaker(ctx, c.js, c.names, c.o.ID, c.breaker, fleet.WithLogger(c.log))
+		if err != nil {
+			return fmt.Errorf("fleet breaker: %w", err)
+		}
+		c.fleet = fb
+	}
 	return nil
 }
 
@@ -287,7 +293,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.fleet != nil {
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		defer stopWatch()
-		if err := c.fleet.Watch(watchCtx, c.breaker); err != nil {
+		if err := c.fleet.Watch(watchCtx); err != nil {
 			if c.acks != nil {
 				_ = c.acks.Close(context.Background()) // nothing was acked
 			}

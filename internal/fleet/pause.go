@@ -6,10 +6,12 @@ package fleet
 import (
 	"context"
 	"fmt"
-	"github.com/nodeq/nodeq/internal/queue"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 )
 
 // Forever is how far in the future a pause "until resumed" ends.
@@ -84,10 +86,10 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n queue.Names) (*Sta
 	}
 	if kv, err := js.KeyValue(ctx, BreakerBucket); err == nil {
 		if entry, err := kv.Get(ctx, n.Consumer); err == nil {
-			// Bounded as the consumers bound it (with the default max_cooldown).
-			if fs, err := readFleetState(entry, 5*time.Minute); err == nil {
-				st.Breaker, st.BreakerBy = fs.State, fs.Owner
-				if fs.State == "open" {
+			// Bounded as the consumers bound it.
+			if fs, err := readSharedState(entry, statusMaxCooldown); err == nil {
+				st.Breaker, st.BreakerBy = fs.State.String(), fs.Owner
+				if fs.State == resilience.StateOpen {
 					st.BreakerUntil = fs.Until
 				}
 			}

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -31,6 +32,36 @@ func (s State) String() string {
 		return "half-open"
 	}
 	return "unknown"
+}
+
+// MarshalText writes the state as String does; a state that is none of
+// the three is an error.
+func (s State) MarshalText() ([]byte, error) {
+	if s < StateClosed || s > StateHalfOpen {
+		return nil, fmt.Errorf("resilience: no breaker state %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText reads "closed", "open" or "half-open"; anything else is
+// an error and leaves s unchanged.
+func (s *State) UnmarshalText(text []byte) error {
+	for _, st := range []State{StateClosed, StateOpen, StateHalfOpen} {
+		if string(text) == st.String() {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("resilience: unknown breaker state %q (want closed, open or half-open)", clipText(text))
+}
+
+// clipText keeps an unknown state short enough for an error message.
+func clipText(text []byte) string {
+	const maxLen = 64
+	if len(text) > maxLen {
+		return string(text[:maxLen]) + "..."
+	}
+	return string(text)
 }
 
 // Counts are the outcomes seen since the breaker last closed. With an
@@ -81,28 +112,42 @@ type BreakerSettings struct {
 	ProbeLease time.Duration
 	// OnStateChange is called, outside the breaker's lock, on every change.
 	OnStateChange func(name string, from, to State)
-	// Shared, if set, makes the breaker one of a fleet: its trips are
-	// published, and only the instance that wins ClaimProbe runs the
-	// half-open probe. Remote changes come in through Apply.
-	Shared Shared
 }
 
-// Shared is the fleet-wide state of a breaker, kept somewhere all
-// instances see (nodeq keeps it in a JetStream Key-Value bucket).
-type Shared interface {
-	// Trip publishes that this instance opened the breaker until the given time.
-	Trip(until time.Time, trips int)
-	// ClaimProbe tries to make this instance the only one to probe; false
-	// means another instance probes (or already closed the breaker).
-	ClaimProbe() bool
-	// Close publishes that this instance's probe succeeded.
-	Close()
+// Transition is one state change of a Breaker, as Observe tells it.
+type Transition struct {
+	// Name is the breaker's name.
+	Name string
+	// From and To are the states before and after.
+	From, To State
+	// Until is when the cooldown ends, when To is StateOpen.
+	Until time.Time
+	// Trips counts the trips since the breaker last closed.
+	Trips int
+	// Applied says the change was taken from outside with Apply, not made
+	// by the breaker's own outcomes or clock. Whatever shares the
+	// breaker's changes with others shares only those not Applied.
+	Applied bool
 }
 
-// Breaker is a circuit breaker shared by the workers of one subscription.
-// Workers call Acquire before running a task and report its Outcome; the
-// pull loop calls Allowance before pulling, so an open breaker pauses the
-// subscription.
+// Snapshot is a breaker's state at one moment.
+type Snapshot struct {
+	State State
+	// Until is when the cooldown ends, when State is StateOpen.
+	Until time.Time
+	// Trips counts the trips since the breaker last closed.
+	Trips int
+	// Generation counts the state changes: two snapshots with the same
+	// Generation saw no change between them.
+	Generation uint64
+}
+
+// Breaker is a circuit breaker shared by the workers of one subscription
+// in one process. Workers call TryAcquire (or Acquire) before running a
+// task and report its Outcome; the pull loop calls Allowance before
+// pulling, so an open breaker pauses the subscription. It knows nothing of
+// other processes: a layer that shares its state (see package fleet)
+// observes its transitions and gives it the others' with Apply.
 type Breaker struct {
 	s BreakerSettings
 
@@ -116,9 +161,7 @@ type Breaker struct {
 	leased     time.Time // half-open: when Allowance let the probe be pulled
 	generation uint64    // bumped on every state change; stale outcomes are ignored
 	changed    chan struct{}
-	remote     bool      // half-open, and another instance of the fleet probes
-	claimedAt  time.Time // when this instance last tried to claim the probe
-	listeners  []func(name string, from, to State)
+	observers  []func(Transition)
 }
 
 // NewBreaker returns a closed breaker.
@@ -173,40 +216,34 @@ func AnyOf(conds ...func(Counts) bool) func(Counts) bool {
 }
 
 // State returns the current state.
-func (b *Breaker) State() State {
+func (b *Breaker) State() State { return b.Snapshot().State }
+
+// Snapshot returns the current state with its cooldown, trips and generation.
+func (b *Breaker) Snapshot() Snapshot {
 	b.mu.Lock()
 	notify := b.tick(time.Now())
-	st := b.state
+	snap := Snapshot{State: b.state, Trips: b.trips, Generation: b.generation}
+	if b.state == StateOpen {
+		snap.Until = b.openUntil
+	}
 	b.mu.Unlock()
 	notify()
-	return st
+	return snap
 }
 
 // tick moves Open to HalfOpen once the cooldown is over. It must be called
 // with mu held and returns the callback to run after unlocking.
 func (b *Breaker) tick(now time.Time) func() {
-	switch {
-	case b.state == StateOpen && !now.Before(b.openUntil):
-		notify := b.setState(StateHalfOpen)
-		if b.s.Shared != nil {
-			// Only one instance of the fleet may probe. The claim is a
-			// round trip; holding the lock keeps every local caller waiting
-			// for its answer, which is what they must do anyway.
-			b.remote, b.claimedAt = !b.s.Shared.ClaimProbe(), now
-		}
-		return notify
-	case b.state == StateHalfOpen && b.remote && now.Sub(b.claimedAt) >= b.s.Cooldown:
-		// Another instance probes, and has not told the fleet the outcome
-		// for a while: it may have died. Ask again; the shared state
-		// decides whether its probe has gone silent long enough.
-		b.remote, b.claimedAt = !b.s.Shared.ClaimProbe(), now
+	if b.state == StateOpen && !now.Before(b.openUntil) {
+		return b.setState(StateHalfOpen, nil)
 	}
 	return func() {}
 }
 
 // setState changes state with mu held and returns the notification to run
-// after unlocking.
-func (b *Breaker) setState(to State) func() {
+// after unlocking. ext is nil for the breaker's own changes, and set for
+// one taken with Apply.
+func (b *Breaker) setState(to State, ext *external) func() {
 	from := b.state
 	if from == to {
 		return func() {}
@@ -214,37 +251,63 @@ func (b *Breaker) setState(to State) func() {
 	b.state = to
 	b.generation++
 	b.probe = false
-	b.remote = false
 	b.leased = time.Time{}
 	switch to {
 	case StateOpen:
 		b.trips++
 		cool := float64(b.s.Cooldown) * math.Pow(2, float64(b.trips-1))
 		b.openUntil = time.Now().Add(time.Duration(min(cool, float64(b.s.MaxCooldown))))
+		if ext != nil {
+			b.openUntil, b.trips = ext.until, max(ext.trips, b.trips)
+		}
 	case StateClosed:
 		b.trips = 0
 		b.counts = Counts{}
 		b.countsEnd = time.Now().Add(b.s.Interval)
 	}
-	close(b.changed)
-	b.changed = make(chan struct{})
-	listeners := b.listeners
+	b.wake()
+	t := Transition{Name: b.s.Name, From: from, To: to, Trips: b.trips, Applied: ext != nil}
+	if to == StateOpen {
+		t.Until = b.openUntil
+	}
+	observers := b.observers
 	return func() {
 		if b.s.OnStateChange != nil {
 			b.s.OnStateChange(b.s.Name, from, to)
 		}
-		for _, f := range listeners {
-			f(b.s.Name, from, to)
+		for _, f := range observers {
+			f(t)
 		}
 	}
+}
+
+// external is a change taken with Apply: when it opens, the open period
+// and trips it names.
+type external struct {
+	until time.Time
+	trips int
+}
+
+// wake tells the waiters (Acquire, Allowance) to look again; mu must be held.
+func (b *Breaker) wake() {
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 // Listen adds f to what is told of every state change, after
 // OnStateChange, outside the breaker's lock.
 func (b *Breaker) Listen(f func(name string, from, to State)) {
+	b.Observe(func(t Transition) { f(t.Name, t.From, t.To) })
+}
+
+// Observe adds f to what is told of every state change, with its cooldown
+// and cause, after OnStateChange, outside the breaker's lock, in the order
+// the observers (and listeners) were added. A change is told in the
+// goroutine that made it, before the call that made it returns.
+func (b *Breaker) Observe(f func(Transition)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.listeners = append(b.listeners[:len(b.listeners):len(b.listeners)], f)
+	b.observers = append(b.observers[:len(b.observers):len(b.observers)], f)
 }
 
 // MaxCooldown is the longest the breaker stays open.
@@ -253,18 +316,52 @@ func (b *Breaker) MaxCooldown() time.Duration { return b.s.MaxCooldown }
 // Name is the breaker's name (its subscription).
 func (b *Breaker) Name() string { return b.s.Name }
 
-// wait returns a channel closed at the next state change, and a timer
-// channel for the end of the cooldown when open (nil otherwise).
-func (b *Breaker) wait() (<-chan struct{}, time.Duration) {
+// admission is what the breaker lets through at one moment. It is the one
+// rule that TryAcquire, Acquire and Allowance apply.
+type admission struct {
+	run  bool // a task may start now: as the probe when half-open
+	pull int  // how many messages may be pulled now; 0: none
+	// wait is, when nothing may be pulled, how long until that can change
+	// without a state change or a probe's outcome; -1: only those change it.
+	wait time.Duration
+}
+
+// admit applies the rule; mu must be held and tick already run.
+//
+//	closed:                     run; pull any number
+//	open:                       nothing until the cooldown ends
+//	half-open, probe running:   nothing until its outcome
+//	half-open, probe's pull out: run (the pulled task is the probe); no pull until the lease ends
+//	half-open, no probe:        run as the probe; pull 1
+func (b *Breaker) admit(now time.Time) admission {
 	switch {
+	case b.state == StateClosed:
+		return admission{run: true, pull: math.MaxInt}
 	case b.state == StateOpen:
-		return b.changed, time.Until(b.openUntil)
-	case b.state == StateHalfOpen && b.remote:
-		return b.changed, time.Until(b.claimedAt.Add(b.s.Cooldown))
-	case b.state == StateHalfOpen && !b.probe && !b.leased.IsZero():
-		return b.changed, time.Until(b.leased.Add(b.s.ProbeLease))
+		return admission{wait: b.openUntil.Sub(now)}
+	case b.probe:
+		return admission{wait: -1}
+	case !b.leased.IsZero() && now.Sub(b.leased) < b.s.ProbeLease:
+		return admission{run: true, wait: b.leased.Add(b.s.ProbeLease).Sub(now)}
 	}
-	return b.changed, -1
+	return admission{run: true, pull: 1}
+}
+
+// start lets a task run, which admit allowed; mu must be held.
+func (b *Breaker) start() (report func(Outcome), probe bool) {
+	if b.state == StateHalfOpen {
+		b.probe, b.leased = true, time.Time{}
+		return b.reporter(b.generation, true), true
+	}
+	return b.reporter(b.generation, false), false
+}
+
+// look ticks and applies the rule; mu must be held. It returns the
+// notification of the tick to run after unlocking.
+func (b *Breaker) look() (admission, func()) {
+	now := time.Now()
+	notify := b.tick(now)
+	return b.admit(now), notify
 }
 
 func sleepOrChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
@@ -290,24 +387,13 @@ func sleepOrChange(ctx context.Context, changed <-chan struct{}, d time.Duration
 // the task's outcome with the returned function (exactly once).
 func (b *Breaker) TryAcquire() (report func(Outcome), probe bool, ok bool) {
 	b.mu.Lock()
-	notify := b.tick(time.Now())
-	report, probe, ok = b.acquireLocked()
+	a, notify := b.look()
+	if a.run {
+		report, probe = b.start()
+	}
 	b.mu.Unlock()
 	notify()
-	return report, probe, ok
-}
-
-// acquireLocked lets a task run if one may now (see TryAcquire); b.mu must
-// be held.
-func (b *Breaker) acquireLocked() (report func(Outcome), probe bool, ok bool) {
-	switch {
-	case b.state == StateClosed:
-		return b.reporter(b.generation, false), false, true
-	case b.state == StateHalfOpen && !b.probe && !b.remote:
-		b.probe, b.leased = true, time.Time{}
-		return b.reporter(b.generation, true), true, true
-	}
-	return nil, false, false
+	return report, probe, a.run
 }
 
 // Acquire blocks until a task may run: at once when closed; when open,
@@ -317,17 +403,44 @@ func (b *Breaker) acquireLocked() (report func(Outcome), probe bool, ok bool) {
 func (b *Breaker) Acquire(ctx context.Context) (func(Outcome), error) {
 	for {
 		b.mu.Lock()
-		notify := b.tick(time.Now())
-		if report, _, ok := b.acquireLocked(); ok {
+		a, notify := b.look()
+		if a.run {
+			report, _ := b.start()
 			b.mu.Unlock()
 			notify()
 			return report, nil
 		}
-		changed, d := b.wait()
+		changed := b.changed
 		b.mu.Unlock()
 		notify()
-		if err := sleepOrChange(ctx, changed, d); err != nil {
+		if err := sleepOrChange(ctx, changed, a.wait); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// Allowance blocks while nothing may be pulled (open, or a probe pulled or
+// running) and returns how many messages may be pulled now: unlimited
+// (MaxInt) when closed; 1 when half-open, once, so that exactly one task
+// is pulled for the probe. Should that pull bring nothing, another is
+// allowed after ProbeLease.
+func (b *Breaker) Allowance(ctx context.Context) (int, error) {
+	for {
+		b.mu.Lock()
+		a, notify := b.look()
+		if a.pull > 0 {
+			if b.state == StateHalfOpen {
+				b.leased = time.Now()
+			}
+			b.mu.Unlock()
+			notify()
+			return a.pull, nil
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		notify()
+		if err := sleepOrChange(ctx, changed, a.wait); err != nil {
+			return 0, err
 		}
 	}
 }
@@ -343,19 +456,12 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 	if gen == b.generation {
 		switch {
 		case probe && o == OutcomeSuccess:
-			if b.s.Shared != nil {
-				// Tell the fleet before anyone here runs again: every task
-				// that runs after the probe then runs after the close.
-				b.s.Shared.Close()
-			}
-			notify = b.setState(StateClosed)
+			notify = b.setState(StateClosed, nil)
 		case probe && o == OutcomeFailure:
-			notify = b.setState(StateOpen)
-			notify = b.publishTrip(notify)
+			notify = b.setState(StateOpen, nil)
 		case probe: // ignored: let another task probe
 			b.probe, b.leased = false, time.Time{}
-			close(b.changed)
-			b.changed = make(chan struct{})
+			b.wake()
 		case o == OutcomeSuccess:
 			b.clearExpiredCounts(time.Now())
 			b.counts.Successes++
@@ -365,8 +471,7 @@ func (b *Breaker) report(gen uint64, probe bool, o Outcome) {
 			b.counts.Failures++
 			b.counts.ConsecutiveFailures++
 			if b.s.ReadyToTrip(b.counts) {
-				notify = b.setState(StateOpen)
-				notify = b.publishTrip(notify)
+				notify = b.setState(StateOpen, nil)
 			}
 		}
 	}
@@ -384,72 +489,31 @@ func (b *Breaker) clearExpiredCounts(now time.Time) {
 	b.countsEnd = now.Add(b.s.Interval)
 }
 
-// Allowance blocks while nothing may be pulled (open, or a probe pulled or
-// running) and returns how many messages may be pulled now: unlimited
-// (MaxInt) when closed; 1 when half-open, once, so that exactly one task
-// is pulled for the probe. Should that pull bring nothing, another is
-// allowed after ProbeLease.
-func (b *Breaker) Allowance(ctx context.Context) (int, error) {
-	for {
-		b.mu.Lock()
-		notify := b.tick(time.Now())
-		switch {
-		case b.state == StateClosed:
-			b.mu.Unlock()
-			notify()
-			return math.MaxInt, nil
-		case b.state == StateHalfOpen && !b.probe && !b.remote && (b.leased.IsZero() || time.Since(b.leased) >= b.s.ProbeLease):
-			b.leased = time.Now()
-			b.mu.Unlock()
-			notify()
-			return 1, nil
-		}
-		changed, d := b.wait()
-		b.mu.Unlock()
-		notify()
-		if err := sleepOrChange(ctx, changed, d); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// publish runs f on the shared state after notify, outside the lock.
-func (b *Breaker) publish(notify func(), f func(Shared)) func() {
-	if b.s.Shared == nil {
-		return notify
-	}
-	sh := b.s.Shared
-	return func() { notify(); f(sh) }
-}
-
-// publishTrip publishes a local trip; mu must be held.
-func (b *Breaker) publishTrip(notify func()) func() {
-	until, trips := b.openUntil, b.trips
-	return b.publish(notify, func(sh Shared) { sh.Trip(until, trips) })
-}
-
-// Apply takes a change made by another instance of the fleet: open until
-// the given time (trips so far), or closed. It does not publish it again.
+// Apply takes a change made elsewhere (by another process sharing the
+// breaker): open until the given time (trips so far), or closed. The
+// observers are told it as Applied.
 //
 // The change comes from shared state that may have been written by anyone
 // with access to it, so it is bounded: the breaker stays open at most
-// MaxCooldown from now, whatever until says.
+// MaxCooldown from now, whatever until says. An open period that is
+// already over changes nothing in a half-open breaker, which is past it
+// (its probe goes on).
 func (b *Breaker) Apply(open bool, until time.Time, trips int) {
-	if latest := time.Now().Add(b.s.MaxCooldown); until.After(latest) {
+	now := time.Now()
+	if latest := now.Add(b.s.MaxCooldown); until.After(latest) {
 		until = latest
 	}
 	b.mu.Lock()
 	notify := func() {}
 	switch {
-	case open && !(b.state == StateOpen && b.openUntil.Equal(until)):
-		if b.state != StateOpen {
-			notify = b.setState(StateOpen)
-		}
+	case open && b.state == StateHalfOpen && !until.After(now):
+	case open && b.state != StateOpen:
+		notify = b.setState(StateOpen, &external{until: until, trips: trips})
+	case open && !b.openUntil.Equal(until):
 		b.openUntil, b.trips = until, max(trips, b.trips)
-		close(b.changed) // waiters re-read the cooldown
-		b.changed = make(chan struct{})
+		b.wake() // waiters re-read the cooldown
 	case !open && b.state != StateClosed:
-		notify = b.setState(StateClosed)
+		notify = b.setState(StateClosed, &external{})
 	}
 	b.mu.Unlock()
 	notify()

@@ -2,9 +2,11 @@ package resilience
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -250,146 +252,167 @@ func TestBreakerStaleOutcomesIgnored(t *testing.T) {
 	})
 }
 
-// fleet is an in-memory Shared for several breakers: what one publishes,
-// the others Apply, as the JetStream Key-Value watcher does for real.
-type fleet struct {
-	mu       sync.Mutex
-	members  []*Breaker
-	probing  bool
-	claims   int
-	openTill time.Time
-	claimed  time.Time
-	timeout  time.Duration // a probe silent this long may be claimed again; 0: never
+// observed records what Observe tells.
+type observed struct {
+	mu  sync.Mutex
+	all []Transition
 }
 
-type member struct {
-	f    *fleet
-	self int
+func (o *observed) add(t Transition) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.all = append(o.all, t)
 }
 
-func (m member) Trip(until time.Time, trips int) {
-	m.f.mu.Lock()
-	m.f.probing = false
-	m.f.openTill = until
-	others := m.others()
-	m.f.mu.Unlock()
-	for _, b := range others {
-		b.Apply(true, until, trips)
-	}
+func (o *observed) list() []Transition {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]Transition(nil), o.all...)
 }
 
-func (m member) ClaimProbe() bool {
-	m.f.mu.Lock()
-	defer m.f.mu.Unlock()
-	if m.f.probing && (m.f.timeout == 0 || time.Since(m.f.claimed) < m.f.timeout) {
-		return false
-	}
-	m.f.probing, m.f.claimed = true, time.Now()
-	m.f.claims++
-	return true
-}
-
-func (m member) Close() {
-	m.f.mu.Lock()
-	m.f.probing = false
-	others := m.others()
-	m.f.mu.Unlock()
-	for _, b := range others {
-		b.Apply(false, time.Time{}, 0)
-	}
-}
-
-func (m member) others() []*Breaker {
-	var out []*Breaker
-	for i, b := range m.f.members {
-		if i != m.self {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func TestFleetBreakerOneProbe(t *testing.T) {
+// Observe tells each change with its cause: what the breaker did itself
+// (its outcomes, its clock) and what it took with Apply, which a layer
+// sharing the breaker must not share again.
+func TestObserveTellsCause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fleet{}
-		for i := range 3 {
-			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(2), Cooldown: 10 * time.Second, Shared: member{f, i}}))
-		}
-		a, b, c := f.members[0], f.members[1], f.members[2]
-		fail(t, a, OutcomeFailure)
-		fail(t, a, OutcomeFailure) // a trips: the whole fleet opens
-		for i, m := range f.members {
-			if m.State() != StateOpen {
-				t.Fatalf("member %d is %v after a's trip", i, m.State())
-			}
-		}
-		// Every member waits out the cooldown; exactly one becomes the probe.
-		probes := make(chan func(Outcome), 3)
-		for _, m := range f.members {
-			go func() {
-				done, err := m.Acquire(context.Background())
-				if err == nil {
-					probes <- done
-				}
-			}()
-		}
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
-		if len(probes) != 1 || f.claims != 1 {
-			t.Fatalf("%d probes running, %d claims; want exactly one", len(probes), f.claims)
-		}
-		for _, m := range []*Breaker{b, c} {
-			if n, _ := allowanceNow(m); n != 0 && m.State() != StateClosed {
-				t.Fatal("a member that does not probe may pull")
-			}
-		}
-		(<-probes)(OutcomeSuccess) // the probe succeeds: everyone closes and runs
-		synctest.Wait()
-		for i, m := range f.members {
-			if m.State() != StateClosed {
-				t.Fatalf("member %d is %v after the probe succeeded", i, m.State())
-			}
-		}
-		synctest.Wait()
-		if len(probes) != 2 {
-			t.Fatalf("%d waiting tasks ran after the close, want the other 2", len(probes))
-		}
-		for range 2 {
-			(<-probes)(OutcomeSuccess)
-		}
-	})
-}
-
-// TestFleetBreakerSilentProber: when the instance that claimed the probe
-// dies, another takes over once the probe has been silent long enough.
-func TestFleetBreakerSilentProber(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := &fleet{timeout: 25 * time.Second}
-		for i := range 2 {
-			f.members = append(f.members, NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, Shared: member{f, i}}))
-		}
-		a, b := f.members[0], f.members[1]
-		fail(t, a, OutcomeFailure) // the fleet opens
-		time.Sleep(10 * time.Second)
-		if _, err := a.Acquire(context.Background()); err != nil { // a claims the probe, then dies silently
-			t.Fatal(err)
-		}
+		b := NewBreaker(BreakerSettings{Name: "s", ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+		obs := &observed{}
+		b.Observe(obs.add)
 		start := time.Now()
-		done, err := b.Acquire(context.Background())
-		if err != nil {
-			t.Fatal(err)
+		fail(t, b, OutcomeFailure)              // own trip
+		time.Sleep(10 * time.Second)            // own clock,
+		if s := b.State(); s != StateHalfOpen { // seen when looked at
+			t.Fatalf("after the cooldown: %v", s)
 		}
-		if waited := time.Since(start); waited < 25*time.Second || waited > 40*time.Second {
-			t.Fatalf("b took over after %v; want after the 25s probe timeout, within a cooldown of it", waited)
+		b.Apply(true, start.Add(15*time.Second), 3) // applied reopen
+		b.Apply(true, start.Add(17*time.Second), 3) // applied extension: no change
+		b.Apply(false, time.Time{}, 0)              // applied close
+		b.Apply(false, time.Time{}, 0)              // already closed: no change
+		want := []Transition{
+			{Name: "s", From: StateClosed, To: StateOpen, Until: start.Add(10 * time.Second), Trips: 1},
+			{Name: "s", From: StateOpen, To: StateHalfOpen, Trips: 1},
+			{Name: "s", From: StateHalfOpen, To: StateOpen, Until: start.Add(15 * time.Second), Trips: 3, Applied: true},
+			{Name: "s", From: StateOpen, To: StateClosed, Applied: true},
 		}
-		if f.claims != 2 {
-			t.Fatalf("%d claims", f.claims)
+		got := obs.list()
+		if len(got) != len(want) {
+			t.Fatalf("told %+v, want %+v", got, want)
 		}
-		done(OutcomeSuccess)
-		if b.State() != StateClosed || a.State() != StateClosed {
-			t.Fatalf("states %v %v after b's probe", a.State(), b.State())
+		for i := range want {
+			if !got[i].Until.Equal(want[i].Until) || got[i].Name != want[i].Name || got[i].From != want[i].From ||
+				got[i].To != want[i].To || got[i].Trips != want[i].Trips || got[i].Applied != want[i].Applied {
+				t.Errorf("change %d: %+v, want %+v", i, got[i], want[i])
+			}
 		}
 	})
+}
+
+// Snapshot's generation changes with every state change and only then, so
+// that a layer can tell whether a task was let run in the state it saw.
+func TestSnapshotGeneration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: time.Second})
+		s0 := b.Snapshot()
+		fail(t, b, OutcomeFailure)
+		s1 := b.Snapshot()
+		if s1.State != StateOpen || s1.Generation != s0.Generation+1 || s1.Trips != 1 || !s1.Until.Equal(time.Now().Add(time.Second)) {
+			t.Fatalf("after a trip: %+v (before %+v)", s1, s0)
+		}
+		b.Apply(true, time.Now().Add(2*time.Second), 1) // a longer cooldown is no state change
+		if s := b.Snapshot(); s.Generation != s1.Generation || !s.Until.Equal(time.Now().Add(2*time.Second)) {
+			t.Fatalf("after an extension: %+v", s)
+		}
+		time.Sleep(2 * time.Second)
+		probe, isProbe, ok := b.TryAcquire()
+		s2 := b.Snapshot()
+		if !ok || !isProbe || s2.State != StateHalfOpen || s2.Generation != s1.Generation+1 || !s2.Until.IsZero() {
+			t.Fatalf("half-open: %+v, probe %v %v", s2, isProbe, ok)
+		}
+		probe(OutcomeIgnored) // another task may probe: the state is the same
+		if s := b.Snapshot(); s.Generation != s2.Generation {
+			t.Fatalf("an ignored probe changed the generation: %+v", s)
+		}
+	})
+}
+
+// TryAcquire, Acquire and Allowance apply one rule: in each situation
+// they agree on whether a task may start and on how much may be pulled.
+func TestOneRule(t *testing.T) {
+	type want struct {
+		try, probe bool // TryAcquire: ok and probe
+		acquire    bool // Acquire without waiting
+		pull       int  // Allowance without waiting; 0: it would wait
+	}
+	for _, c := range []struct {
+		name  string
+		setup func(b *Breaker) // leaves the breaker in the situation
+		want  want
+	}{
+		{"closed", func(*Breaker) {}, want{try: true, acquire: true, pull: math.MaxInt}},
+		{"open", func(b *Breaker) { b.Apply(true, time.Now().Add(time.Hour), 1) }, want{}},
+		{"half-open", func(b *Breaker) { b.Apply(true, time.Now(), 1); b.State() }, want{try: true, probe: true, acquire: true, pull: 1}},
+		{"half-open, probe pulled", func(b *Breaker) { b.Apply(true, time.Now(), 1); _, _ = b.Allowance(context.Background()) },
+			want{try: true, probe: true, acquire: true}},
+		{"half-open, probe running", func(b *Breaker) { b.Apply(true, time.Now(), 1); _, _, _ = b.TryAcquire() }, want{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fresh := func() *Breaker {
+					b := NewBreaker(BreakerSettings{Cooldown: time.Second})
+					c.setup(b)
+					return b
+				}
+				var got want
+				_, got.probe, got.try = fresh().TryAcquire()
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				b := fresh()
+				_, err := b.Acquire(ctx)
+				got.acquire = err == nil
+				got.pull, _ = allowanceNow(fresh())
+				if got != c.want {
+					t.Fatalf("got %+v, want %+v", got, c.want)
+				}
+			})
+		})
+	}
+}
+
+func TestStateText(t *testing.T) {
+	for _, s := range []State{StateClosed, StateOpen, StateHalfOpen} {
+		text, err := s.MarshalText()
+		if err != nil || string(text) != s.String() {
+			t.Fatalf("MarshalText(%v) = %q, %v", s, text, err)
+		}
+		var back State = -1
+		if err := back.UnmarshalText(text); err != nil || back != s {
+			t.Fatalf("UnmarshalText(%q) = %v, %v", text, back, err)
+		}
+	}
+	if _, err := State(7).MarshalText(); err == nil {
+		t.Fatal("an unknown state was marshalled")
+	}
+	for _, bad := range []string{"", "opened-forever", "OPEN", "open ", "closed\x00", strings.Repeat("x", 1<<20)} {
+		s := StateOpen
+		err := s.UnmarshalText([]byte(bad))
+		if err == nil || s != StateOpen {
+			t.Fatalf("UnmarshalText(%.20q) = %v, %v; want an error and no change", bad, s, err)
+		}
+		if len(err.Error()) > 200 {
+			t.Fatalf("the error quotes all of a long input: %d bytes", len(err.Error()))
+		}
+	}
+	// JSON as the fleet's shared entry has it.
+	var v struct{ State State }
+	if err := json.Unmarshal([]byte(`{"State":"half-open"}`), &v); err != nil || v.State != StateHalfOpen {
+		t.Fatalf("json: %v %v", v.State, err)
+	}
+	if err := json.Unmarshal([]byte(`{"State":"ajar"}`), &v); err == nil {
+		t.Fatal("json took an unknown state")
+	}
+	if b, err := json.Marshal(struct{ S State }{StateOpen}); err != nil || string(b) != `{"S":"open"}` {
+		t.Fatalf("json: %s %v", b, err)
+	}
 }
 
 // A remote open that names a far future (a hand-written shared entry) keeps
@@ -453,6 +476,35 @@ func TestHalfOpenOneProbe(t *testing.T) {
 		synctest.Wait()
 		if n := <-third; n != math.MaxInt || b.State() != StateClosed {
 			t.Fatalf("after the probe succeeded: allowance %d, state %v", n, b.State())
+		}
+	})
+}
+
+// An open period already over, applied late (a shared entry delivered
+// after its cooldown), leaves a half-open breaker and its probe alone; a
+// closed breaker takes it, so that it probes before running freely.
+func TestApplyPastOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: time.Second})
+		tripped := time.Now()
+		fail(t, b, OutcomeFailure)
+		time.Sleep(time.Second)
+		probe, isProbe, ok := b.TryAcquire()
+		if !ok || !isProbe {
+			t.Fatal("no probe after the cooldown")
+		}
+		before := b.Snapshot()
+		b.Apply(true, tripped.Add(time.Second), 1) // the trip itself, late
+		if after := b.Snapshot(); after != before {
+			t.Fatalf("a past open changed the half-open breaker: %+v -> %+v", before, after)
+		}
+		probe(OutcomeSuccess)
+		if s := b.State(); s != StateClosed {
+			t.Fatalf("the probe's success left %v", s)
+		}
+		b.Apply(true, time.Now().Add(-time.Second), 1)
+		if s := b.State(); s != StateHalfOpen {
+			t.Fatalf("a closed breaker given a past open: %v, want half-open", s)
 		}
 	})
 }

@@ -40,3 +40,19 @@ func ExampleFailureRate() {
 	// call 10 failed
 	// resize: closed -> open
 }
+
+// Observe tells each change with its cause. A layer that shares the
+// breaker with other processes (package fleet) publishes the breaker's own
+// changes, and not those it applied from the others, which would echo them.
+func ExampleBreaker_Observe() {
+	b := resilience.NewBreaker(resilience.BreakerSettings{Name: "resize", ReadyToTrip: resilience.ConsecutiveFailures(1)})
+	b.Observe(func(t resilience.Transition) {
+		fmt.Printf("%s: %v -> %v, applied %v\n", t.Name, t.From, t.To, t.Applied)
+	})
+	report, _, _ := b.TryAcquire()
+	report(resilience.OutcomeFailure) // its own trip
+	b.Apply(false, time.Time{}, 0)    // another process's probe succeeded
+	// Output:
+	// resize: closed -> open, applied false
+	// resize: open -> closed, applied true
+}

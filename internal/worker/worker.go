@@ -77,7 +77,7 @@ type Options struct {
 	// on transient errors. Default resilience.DefaultRedelivery().
 	Redelivery resilience.Redelivery
 	// Breaker, if set, is acquired before a task runs and told its outcome.
-	Breaker *resilience.Breaker
+	Breaker Breaker
 	// Ledger, if set, records the deliveries of a task that ended in a
 	// hand-back or a redelivery, so that a task whose deliveries keep
 	// ending without an outcome is found (a poison task), and hand-backs
@@ -111,6 +111,20 @@ const DefaultPoisonAfter = 3
 // killed with others' tasks): those run with the rest. A second one makes
 // the task a suspect.
 const soloAfter = 2
+
+// Breaker is the circuit breaker a worker asks before it runs a task:
+// *resilience.Breaker (one process), or *fleet.Breaker (a fleet of them).
+type Breaker interface {
+	// TryAcquire reports at once whether a task may run now, and whether
+	// as the half-open probe; when ok, report the task's outcome with
+	// report, exactly once.
+	TryAcquire() (report func(resilience.Outcome), probe bool, ok bool)
+	// State is the breaker's state, for the log line of a hand-back.
+	State() resilience.State
+	// MaxCooldown is the longest the breaker stays open: how long a task
+	// whose probe failed waits before it is delivered again.
+	MaxCooldown() time.Duration
+}
 
 // Ledger is the delivery ledger the worker consults and updates;
 // *queue.DeliveryLedger is one.

@@ -156,36 +156,39 @@ func TestLedgerOutcomes(t *testing.T) {
 			settled: "nak 1s", after: &queue.Tally{Redelivered: 1, Solo: 2, SoloDone: 1}, reads: 1},
 	}
 	for _, c := range cases {
+		// In a bubble: a delay handed back is exact (no time passes).
 		t.Run(c.name, func(t *testing.T) {
-			l := &fakeLedger{tallies: map[uint64]queue.Tally{}, readErr: c.readErr}
-			if c.before != nil {
-				l.tallies[42] = *c.before
-			}
-			retry := c.retry
-			if retry == nil {
-				retry = resilience.None()
-			}
-			w := New(Options{Registry: nodes(c.run), Ledger: l, Retry: retry, Redelivery: c.redelivery, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			msg := newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, c.deliveries)
-			stopping, stop := context.WithCancel(context.Background())
-			if c.stopping {
-				stop()
-			}
-			defer stop()
-			w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: stopping})
-			if got := msg.settlement(); len(got) != 1 || got[0] != c.settled {
-				t.Fatalf("settled %v; want [%s]", got, c.settled)
-			}
-			got, has := l.tallies[42]
-			switch {
-			case c.after == nil && has:
-				t.Fatalf("ledger entry %+v left; want none", got)
-			case c.after != nil && (!has || got != *c.after):
-				t.Fatalf("ledger entry %+v (present %v); want %+v", got, has, *c.after)
-			}
-			if l.reads != c.reads {
-				t.Fatalf("%d ledger reads; want %d", l.reads, c.reads)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				l := &fakeLedger{tallies: map[uint64]queue.Tally{}, readErr: c.readErr}
+				if c.before != nil {
+					l.tallies[42] = *c.before
+				}
+				retry := c.retry
+				if retry == nil {
+					retry = resilience.None()
+				}
+				w := New(Options{Registry: nodes(c.run), Ledger: l, Retry: retry, Redelivery: c.redelivery, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				msg := newFakeMsg(t, &task.Envelope{ID: "t1", NodeType: "n"}, c.deliveries)
+				stopping, stop := context.WithCancel(context.Background())
+				if c.stopping {
+					stop()
+				}
+				defer stop()
+				w.Handle(context.Background(), queue.Delivery{Msg: msg, Stopping: stopping})
+				if got := msg.settlement(); len(got) != 1 || got[0] != c.settled {
+					t.Fatalf("settled %v; want [%s]", got, c.settled)
+				}
+				got, has := l.tallies[42]
+				switch {
+				case c.after == nil && has:
+					t.Fatalf("ledger entry %+v left; want none", got)
+				case c.after != nil && (!has || got != *c.after):
+					t.Fatalf("ledger entry %+v (present %v); want %+v", got, has, *c.after)
+				}
+				if l.reads != c.reads {
+					t.Fatalf("%d ledger reads; want %d", l.reads, c.reads)
+				}
+			})
 		})
 	}
 }
