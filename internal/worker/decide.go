@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/resilience"
 )
 
@@ -29,17 +30,21 @@ const (
 	DeadLetter
 )
 
-// String names the verb as logs and tests show it.
+// String is the verb's outcome, in the one vocabulary logs and metrics
+// share: the "outcome" label of nodeq_tasks_total and the "outcome"
+// attribute of the log line that ends a delivery ("succeeded",
+// "redelivered", "handed_back", "dead_lettered"). A dead letter's reason
+// is one of dlq.Reason*, in records, logs ("reason") and replies alike.
 func (v Verb) String() string {
 	switch v {
 	case Ack:
-		return "ack"
+		return metrics.Succeeded
 	case Redeliver:
-		return "redeliver"
+		return metrics.Redelivered
 	case HandBack:
-		return "hand back"
+		return metrics.HandedBack
 	case DeadLetter:
-		return "dead-letter"
+		return metrics.DeadLettered
 	}
 	return "unknown"
 }
@@ -103,7 +108,7 @@ func decide(r ran, charged int, redelivery resilience.Redelivery, probeDelay tim
 	v.Kind = resilience.KindOf(r.err)
 	switch {
 	case r.interrupted:
-		v.Verb, v.Reason = HandBack, "task interrupted by shutdown"
+		v.Verb, v.Reason = HandBack, "interrupted by shutdown"
 	case r.deadline:
 		v.Verb, v.Reason = DeadLetter, dlq.ReasonDeadline
 	case !resilience.Retryable(r.err):

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nodeq/nodeq/internal/dlq"
+	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
@@ -39,7 +40,7 @@ func TestDecide(t *testing.T) {
 		{"transient, deliveries spent", ran{err: transient, attempts: 3}, 3,
 			Verdict{Verb: DeadLetter, Reason: dlq.ReasonExhausted, Kind: resilience.Transport, Attempts: 3, Breaker: resilience.OutcomeFailure}},
 		{"interrupted by shutdown", ran{err: context.Canceled, attempts: 1, interrupted: true}, 3,
-			Verdict{Verb: HandBack, Reason: "task interrupted by shutdown", Kind: resilience.KindOf(context.Canceled), Attempts: 1, Breaker: resilience.OutcomeIgnored}},
+			Verdict{Verb: HandBack, Reason: "interrupted by shutdown", Kind: resilience.KindOf(context.Canceled), Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"shutdown during backoff", ran{err: transient, attempts: 1, stopped: true, backoff: time.Second}, 3,
 			Verdict{Verb: HandBack, Delay: time.Second, Reason: "shutdown during retry backoff", Kind: resilience.Transport, Attempts: 1, Breaker: resilience.OutcomeIgnored}},
 		{"deadline", ran{err: context.DeadlineExceeded, attempts: 1, deadline: true}, 1,
@@ -160,4 +161,14 @@ func TestRunNodeStoppedInBackoffKeepsRemainingDelay(t *testing.T) {
 			t.Fatalf("handed back with %v to wait, want the 700ms left of the 1s backoff", r.backoff)
 		}
 	})
+}
+
+// Each verb's outcome is the metric label counting it: logs and metrics
+// speak one vocabulary.
+func TestVerbOutcomes(t *testing.T) {
+	for v, want := range map[Verb]string{Ack: metrics.Succeeded, Redeliver: metrics.Redelivered, HandBack: metrics.HandedBack, DeadLetter: metrics.DeadLettered} {
+		if v.String() != want {
+			t.Errorf("%d.String() = %q, want %q", v, v.String(), want)
+		}
+	}
 }

@@ -417,19 +417,19 @@ func (w *Worker) settle(j *job, v Verdict) {
 	case Ack:
 		w.publishResult(j.result, log)
 		w.ack(j, log)
-		w.o.Metrics.Task(j.label, metrics.Succeeded)
+		w.o.Metrics.Task(j.label, Ack.String())
 		w.o.Metrics.Attempts(j.label, v.Attempts)
 		w.o.Metrics.Duration(j.label, j.took)
-		log.Debug("task succeeded", "duration", j.took)
+		log.Debug("task succeeded", "outcome", Ack, "duration", j.took)
 	case Redeliver:
-		log.Warn("attempts spent; handing the task back for redelivery", "error_kind", v.Kind.String(), "err", v.Err,
+		log.Warn("task redelivered: its attempts are spent", "outcome", Redeliver, "error_kind", v.Kind.String(), "err", v.Err,
 			"redeliver_in", v.Delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
 		j.endRun()
 		w.note(j, queue.Tally{Redelivered: 1, SoloDone: j.soloDone(), Probed: j.probedNow(v)}, log)
 		if err := j.msg.NakWithDelay(v.Delay); err != nil {
 			log.Warn("hand-back failed; the task returns after AckWait", "nak_err", err)
 		}
-		w.o.Metrics.Task(j.label, metrics.Redelivered)
+		w.o.Metrics.Task(j.label, Redeliver.String())
 		w.o.Metrics.Attempts(j.label, v.Attempts)
 	case HandBack:
 		if v.Err != nil {
@@ -455,7 +455,7 @@ func (w *Worker) HandBack(msg jetstream.Msg) {
 		j.seq, j.deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
 	log := taskLog{l: w.o.Logger, attrs: []any{"stream_seq", j.seq, "delivery", j.deliveries}}
-	w.handBack(j, w.label(w.o.Names.NodeTypeOf(msg.Subject())), 0, "task arrived after its pull request ended or shutdown began", log)
+	w.handBack(j, w.label(w.o.Names.NodeTypeOf(msg.Subject())), 0, "it arrived after its pull request ended or shutdown began", log)
 }
 
 // handBack returns the message to JetStream for redelivery after delay,
@@ -463,8 +463,8 @@ func (w *Worker) HandBack(msg jetstream.Msg) {
 // nodeType is a metric label.
 func (w *Worker) handBack(j *job, nodeType string, delay time.Duration, why string, log taskLog) {
 	j.endRun()
-	log.Warn(why+"; handing it back", "redeliver_in", delay)
-	w.o.Metrics.Task(nodeType, metrics.HandedBack)
+	log.Warn("task handed back: "+why, "outcome", HandBack, "redeliver_in", delay)
+	w.o.Metrics.Task(nodeType, HandBack.String())
 	w.note(j, queue.Tally{HandedBack: 1, SoloDone: j.soloDone(), Probed: j.probed}, log)
 	msg := j.msg
 	var err error
@@ -665,9 +665,9 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 	if err := msg.TermWithReason(f.reason); err != nil {
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
-	w.o.Metrics.Task(w.label(rec.NodeType), metrics.DeadLettered)
+	w.o.Metrics.Task(w.label(rec.NodeType), DeadLetter.String())
 	w.o.Metrics.Attempts(w.label(rec.NodeType), f.attempts)
-	log.Warn("task dead-lettered", "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
+	log.Warn("task dead-lettered", "outcome", DeadLetter, "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
 }
 
 // maxKeepAlive caps the interval of keepAlive's progress signals.
