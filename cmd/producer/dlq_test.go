@@ -44,77 +44,109 @@ func failSome(t *testing.T, url string) {
 	}
 }
 
+// cliCase is one producer invocation and the outcome it must have.
+type cliCase struct {
+	name   string // the outcome, as the subtest's name
+	stdin  string
+	args   []string
+	code   int
+	out    []string // stdout contains each
+	errOut []string // stderr contains each
+	check  func(t *testing.T, out string)
+}
+
+// runCases runs each case against the server at url, in order, as a subtest.
+func runCases(t *testing.T, url string, cases []cliCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runProducer(t, c.stdin, append(c.args, "--nats-url", url)...)
+			if code != c.code {
+				t.Fatalf("%v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", c.args, code, c.code, out, errOut)
+			}
+			for _, w := range c.out {
+				if !strings.Contains(out, w) {
+					t.Fatalf("%v: stdout lacks %q:\n%s", c.args, w, out)
+				}
+			}
+			for _, w := range c.errOut {
+				if !strings.Contains(errOut, w) {
+					t.Fatalf("%v: stderr lacks %q:\n%s", c.args, w, errOut)
+				}
+			}
+			if c.check != nil {
+				c.check(t, out)
+			}
+		})
+	}
+}
+
+// TestDLQCommands runs each dlq command against the records of four
+// failed tasks, one outcome per subtest; later subtests see what earlier
+// ones changed (replay, purge).
 func TestDLQCommands(t *testing.T) {
 	url := startConsumer(t)
 	failSome(t, url)
-	dlqRun := func(stdin string, args ...string) (int, string, string) {
-		return runProducer(t, stdin, append(append([]string{"dlq"}, args...), "--nats-url", url)...)
-	}
+	dlq := func(args ...string) []string { return append([]string{"dlq"}, args...) }
 
-	code, out, _ := dlqRun("", "list")
-	if code != 0 || !strings.Contains(out, "4 matching records, newest first") || strings.Index(out, "nil map") > strings.Index(out, "width must be positive") {
-		t.Fatalf("list (newest first):\n%s", out)
-	}
-	code, out, _ = dlqRun("", "list", "--limit", "2", "--kind", "manifest")
-	if code != 0 || !strings.Contains(out, "2 matching records") || strings.Contains(out, "503") {
-		t.Fatalf("list --kind:\n%s", out)
-	}
-	code, out, _ = dlqRun("", "list", "--limit", "1")
-	if code != 0 || !strings.Contains(out, "1 of 4 matching records, newest first; next page: --before-seq 4") {
-		t.Fatalf("list paging:\n%s", out)
-	}
-	code, out, _ = dlqRun("", "list", "--json", "--task-id", "t-transport")
-	var item listItem
-	if code != 0 || json.Unmarshal([]byte(out), &item) != nil || item.ErrorKind != "Transport" || item.Seq != 3 {
-		t.Fatalf("list --json:\n%s", out)
-	}
-
-	code, out, _ = dlqRun("", "show", "1")
-	for _, want := range []string{"reason          permanent_error", "node id         n1", "error           width must be positive", `"w": 0`, "Nats-Msg-Id:", "tasks.fault (stream NODEQ_TASKS, seq 1)"} {
-		if code != 0 || !strings.Contains(out, want) {
-			t.Fatalf("show does not contain %q:\n%s", want, out)
-		}
-	}
-	code, out, _ = dlqRun("", "show", "4")
-	if code != 0 || !strings.Contains(out, "stack trace:") || !strings.Contains(out, "(*fault).execute") {
-		t.Fatalf("show of a panic:\n%s", out)
-	}
-	if code, _, errOut := dlqRun("", "show", "x"); code != exitUsage || !strings.Contains(errOut, "sequence number") {
-		t.Fatalf("show x: %d %s", code, errOut)
-	}
-
-	code, out, _ = dlqRun("", "stats")
-	if code != 0 || !strings.Contains(out, "4 records in 3 groups") || !regexpLine(out, "fault", "Manifest", "2", "width must be positive (2)") {
-		t.Fatalf("stats:\n%s", out)
-	}
-
-	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--dry-run")
-	if code != 0 || !strings.Contains(out, "dry run: would replay 2 records, skip 0") || !strings.Contains(out, "nothing was changed") {
-		t.Fatalf("dry run:\n%s", out)
-	}
-	code, out, _ = dlqRun("", "replay", "--kind", "Manifest", "--rate", "100/s")
-	if code != 0 || !strings.Contains(out, "replayed 2, already replayed 0, skipped 0, ") || !strings.Contains(out, "failed 0 in") {
-		t.Fatalf("replay:\n%s", out)
-	}
-	if code, _, errOut := dlqRun("", "replay", "--rate", "fast"); code != exitUsage || !strings.Contains(errOut, "--rate") {
-		t.Fatalf("bad rate: %d %s", code, errOut)
-	}
-	if code, _, errOut := dlqRun("", "list", "--since", "yesterday"); code != exitUsage || !strings.Contains(errOut, "--since") {
-		t.Fatalf("bad since: %d %s", code, errOut)
-	}
-
-	code, _, errOut := dlqRun("n\n", "purge", "--kind", "Other")
-	if code != exitFailed || !strings.Contains(errOut, "Delete 1 matching records?") || !strings.Contains(errOut, "nothing was deleted") {
-		t.Fatalf("purge answered no: %d %s", code, errOut)
-	}
-	code, out, _ = dlqRun("y\n", "purge", "--kind", "Other")
-	if code != 0 || !strings.Contains(out, "purged 1 records") {
-		t.Fatalf("purge answered yes: %d %s", code, out)
-	}
-	code, out, _ = dlqRun("", "list", "--kind", "Other")
-	if code != 0 || !strings.Contains(out, "no matching records") {
-		t.Fatalf("after purge:\n%s", out)
-	}
+	t.Run("list", func(t *testing.T) {
+		runCases(t, url, []cliCase{
+			{name: "newest first", args: dlq("list"), out: []string{"4 matching records, newest first"}, check: func(t *testing.T, out string) {
+				if strings.Index(out, "nil map") > strings.Index(out, "width must be positive") {
+					t.Fatalf("not newest first:\n%s", out)
+				}
+			}},
+			{name: "filtered by kind", args: dlq("list", "--limit", "2", "--kind", "manifest"), out: []string{"2 matching records"}, check: func(t *testing.T, out string) {
+				if strings.Contains(out, "503") {
+					t.Fatalf("another kind listed:\n%s", out)
+				}
+			}},
+			{name: "a short page names the next", args: dlq("list", "--limit", "1"), out: []string{"1 of 4 matching records, newest first; next page: --before-seq 4"}},
+			{name: "the next page", args: dlq("list", "--limit", "1", "--before-seq", "4"), out: []string{"1 of 3 matching records, newest first; next page: --before-seq 3", "thumbs: 503"}},
+			{name: "oldest first names the next", args: dlq("list", "--limit", "3", "--oldest"), out: []string{"3 records, oldest first; next page: --oldest --after-seq 3"}},
+			{name: "the last oldest-first page", args: dlq("list", "--oldest", "--after-seq", "3"), out: []string{"1 records, oldest first\n"}},
+			{name: "JSON", args: dlq("list", "--json", "--task-id", "t-transport"), check: func(t *testing.T, out string) {
+				var item listItem
+				if err := json.Unmarshal([]byte(out), &item); err != nil || item.ErrorKind != "Transport" || item.Seq != 3 {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}},
+			{name: "nothing matches", args: dlq("list", "--node-type", "nope"), out: []string{"no matching records"}},
+		})
+	})
+	t.Run("show", func(t *testing.T) {
+		runCases(t, url, []cliCase{
+			{name: "a record in full", args: dlq("show", "1"), out: []string{"reason          permanent_error", "node id         n1",
+				"error           width must be positive", `"w": 0`, "Nats-Msg-Id:", "tasks.fault (stream NODEQ_TASKS, seq 1)"}},
+			{name: "a panic's stack trace", args: dlq("show", "4"), out: []string{"stack trace:", "(*fault).execute"}},
+			{name: "JSON", args: dlq("show", "3", "--json"), out: []string{`"seq":3`, `"error_kind":"Transport"`}},
+			{name: "a record that is not there", args: dlq("show", "99"), code: exitFailed, errOut: []string{"record 99"}},
+		})
+	})
+	t.Run("stats", func(t *testing.T) {
+		runCases(t, url, []cliCase{
+			{name: "groups", args: dlq("stats"), out: []string{"4 records in 3 groups"}, check: func(t *testing.T, out string) {
+				if !regexpLine(out, "fault", "Manifest", "2", "width must be positive (2)") {
+					t.Fatalf("no Manifest group:\n%s", out)
+				}
+			}},
+			{name: "JSON", args: dlq("stats", "--json", "--kind", "Transport"), out: []string{`"total":1`}},
+		})
+	})
+	t.Run("replay", func(t *testing.T) {
+		runCases(t, url, []cliCase{
+			{name: "dry run", args: dlq("replay", "--kind", "Manifest", "--dry-run"), out: []string{"dry run: would replay 2 records, skip 0", "nothing was changed", "width must be positive"}},
+			{name: "replayed", args: dlq("replay", "--kind", "Manifest", "--rate", "100/s"), out: []string{"replayed 2, already replayed 0, skipped 0, ", "failed 0 in"}},
+		})
+	})
+	t.Run("purge", func(t *testing.T) {
+		runCases(t, url, []cliCase{
+			{name: "answered no", stdin: "n\n", args: dlq("purge", "--kind", "Other"), code: exitFailed, errOut: []string{"Delete 1 matching records?", "nothing was deleted"}},
+			{name: "answered yes", stdin: "y\n", args: dlq("purge", "--kind", "Other"), out: []string{"purged 1 records"}},
+			{name: "purged", args: dlq("list", "--kind", "Other"), out: []string{"no matching records"}},
+			{name: "nothing to ask about", args: dlq("purge", "--kind", "Other"), out: []string{"no matching records"}},
+		})
+	})
 }
 
 // regexpLine reports whether some line contains every field in order.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -12,34 +12,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/fleet"
-	"github.com/nodeq/nodeq/internal/queue"
 )
 
-// fleetFlags name the shared consumer that pause, resume and status act on.
-type fleetFlags struct {
-	stream, consumer, dlqStream string
+// pauseCommand pauses the shared durable consumer.
+type pauseCommand struct {
+	*app
+	until string
+	end   time.Time // from until, by validate
 }
 
-func (f *fleetFlags) register(cmd *cobra.Command) {
-	d := queue.DefaultNames()
-	cmd.Flags().StringVar(&f.stream, "task-stream", d.TaskStream, "task stream (names.task_stream)")
-	cmd.Flags().StringVar(&f.consumer, "consumer", d.Consumer, "durable consumer shared by the fleet (names.consumer)")
-	cmd.Flags().StringVar(&f.dlqStream, "dlq-stream", d.DLQStream, "dead-letter stream (names.dlq_stream)")
-}
-
-func (f *fleetFlags) names(conn *connFlags) queue.Names {
-	n := conn.names()
-	n.TaskStream, n.Consumer, n.DLQStream = f.stream, f.consumer, f.dlqStream
-	return n
-}
-
-func quietLog(e *env) *slog.Logger {
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-func pauseCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
-	var ff fleetFlags
-	var until string
+func pauseCmd(a *app) *cobra.Command {
+	c := &pauseCommand{app: a}
 	cmd := &cobra.Command{
 		Use:   "pause",
 		Short: "Stop every consumer of the fleet from pulling tasks (until resume or --until)",
@@ -49,115 +32,135 @@ of consumers and servers. With --until the server resumes by itself at that time
 		Example: `  producer pause --until 30m     # a maintenance window
   producer pause                 # until producer resume`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			end := time.Now().Add(fleet.Forever)
-			if until != "" {
-				d, err := time.ParseDuration(until)
-				switch {
-				case err == nil && d > 0:
-					end = time.Now().Add(d)
-				default:
-					t, terr := time.Parse(time.RFC3339, until)
-					if terr != nil || !t.After(time.Now()) {
-						return usageError{fmt.Errorf("--until %q: want a duration (30m) or a future RFC 3339 time", until)}
-					}
-					end = t
-				}
-			}
-			return conn.withJS(e, func(js jetstream.JetStream) error {
-				if err := fleet.Pause(ctx, js, ff.names(conn), end); err != nil {
-					return err
-				}
-				if until == "" {
-					fmt.Fprintf(e.stdout, "paused %s until resumed\n", ff.consumer)
-				} else {
-					fmt.Fprintf(e.stdout, "paused %s until %s\n", ff.consumer, end.UTC().Format(time.RFC3339))
-				}
-				return nil
-			})
-		},
 	}
-	cmd.Flags().StringVar(&until, "until", "", "resume by itself after this duration (30m) or at this RFC 3339 time")
-	ff.register(cmd)
-	return cmd
+	cmd.Flags().StringVar(&c.until, "until", "", "resume by itself after this duration (30m) or at this RFC 3339 time")
+	return a.bind(cmd, c)
 }
 
-func resumeCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
-	var ff fleetFlags
-	cmd := &cobra.Command{
+func (c *pauseCommand) validate() error {
+	now := time.Now()
+	if c.until == "" {
+		c.end = now.Add(fleet.Forever)
+		return nil
+	}
+	if d, err := time.ParseDuration(c.until); err == nil && d > 0 {
+		c.end = now.Add(d)
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339, c.until)
+	if err != nil || !t.After(now) {
+		return usagef("--until %q: want a duration (30m) or a future RFC 3339 time", c.until)
+	}
+	c.end = t
+	return nil
+}
+
+func (c *pauseCommand) run(ctx context.Context) error {
+	return c.withJS(func(js jetstream.JetStream) error {
+		if err := fleet.Pause(ctx, js, c.names, c.end); err != nil {
+			return err
+		}
+		if c.until == "" {
+			fmt.Fprintf(c.stdout, "paused %s until resumed\n", c.names.Consumer)
+		} else {
+			fmt.Fprintf(c.stdout, "paused %s until %s\n", c.names.Consumer, c.end.UTC().Format(time.RFC3339))
+		}
+		return nil
+	})
+}
+
+// resumeCommand resumes the shared durable consumer.
+type resumeCommand struct{ *app }
+
+func resumeCmd(a *app) *cobra.Command {
+	return a.bind(&cobra.Command{
 		Use:   "resume",
 		Short: "Resume a paused fleet",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return conn.withJS(e, func(js jetstream.JetStream) error {
-				if err := fleet.Resume(ctx, js, ff.names(conn)); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "resumed %s\n", ff.consumer)
-				return nil
-			})
-		},
-	}
-	ff.register(cmd)
-	return cmd
+	}, &resumeCommand{a})
 }
 
-func statusCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
-	var ff fleetFlags
-	var asJSON bool
+func (c *resumeCommand) validate() error { return nil }
+
+func (c *resumeCommand) run(ctx context.Context) error {
+	return c.withJS(func(js jetstream.JetStream) error {
+		if err := fleet.Resume(ctx, js, c.names); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "resumed %s\n", c.names.Consumer)
+		return nil
+	})
+}
+
+// statusCommand shows the shared consumer's state.
+type statusCommand struct {
+	*app
+	asJSON bool
+}
+
+func statusCmd(a *app) *cobra.Command {
+	c := &statusCommand{app: a}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show pending, in-flight, paused and dead-lettered counts of the shared consumer",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return conn.withJS(e, func(js jetstream.JetStream) error {
-				st, err := fleet.GetStatus(ctx, js, ff.names(conn))
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return json.NewEncoder(e.stdout).Encode(st)
-				}
-				paused := "no"
-				if st.Paused {
-					paused = "until " + st.PausedUntil.Format(time.RFC3339)
-					if time.Until(st.PausedUntil) > fleet.Forever/2 {
-						paused = "until resumed"
-					}
-				}
-				breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
-				if st.Breaker != "" {
-					breaker = "fleet: " + st.Breaker
-					if st.Breaker == "open" {
-						breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
-					}
-					breaker += " (last change by " + clean(clip(st.BreakerBy, 64)) + ")" // free text in a shared bucket
-				}
-				deadLetters := fmt.Sprint(st.DeadLetters)
-				if st.DLQFull {
-					deadLetters += " (FULL: the stream refuses new records; see docs/operations.md, \"The dead-letter stream is full\")"
-				}
-				store := "ok"
-				if st.DLQRefusingUnknown != "" {
-					store = "unknown: " + clean(clip(st.DLQRefusingUnknown, 200))
-				}
-				if h := st.DLQRefusing; h.Tasks > 0 {
-					store = fmt.Sprintf("REFUSING: %d failed task(s) held with their outcome by %d consumer(s) since %s; only the store is retried: %s",
-						h.Tasks, h.Processes, h.Since.Format(time.RFC3339), clean(clip(h.Error, 200))) // text from a shared bucket
-				}
-				tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-				for _, row := range [][2]any{
-					{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
-					{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
-					{"dead letters", deadLetters}, {"dead-letter store", store}, {"circuit breaker", breaker},
-				} {
-					fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
-				}
-				return tw.Flush()
-			})
-		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	ff.register(cmd)
-	return cmd
+	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print as JSON")
+	return a.bind(cmd, c)
+}
+
+func (c *statusCommand) validate() error { return nil }
+
+func (c *statusCommand) run(ctx context.Context) error {
+	return c.withJS(func(js jetstream.JetStream) error {
+		st, err := fleet.GetStatus(ctx, js, c.names)
+		if err != nil {
+			return err
+		}
+		if c.asJSON {
+			return json.NewEncoder(c.stdout).Encode(st)
+		}
+		return printStatus(c.stdout, st)
+	})
+}
+
+// printStatus prints st for a terminal: text from the shared buckets is
+// cut and cleaned.
+func printStatus(w io.Writer, st *fleet.Status) error {
+	paused := "no"
+	if st.Paused {
+		paused = "until " + st.PausedUntil.Format(time.RFC3339)
+		if time.Until(st.PausedUntil) > fleet.Forever/2 {
+			paused = "until resumed"
+		}
+	}
+	breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
+	if st.Breaker != "" {
+		breaker = "fleet: " + st.Breaker
+		if st.Breaker == "open" {
+			breaker += " until " + st.BreakerUntil.UTC().Format(time.RFC3339)
+		}
+		breaker += " (last change by " + clean(clip(st.BreakerBy, 64)) + ")" // free text in a shared bucket
+	}
+	deadLetters := fmt.Sprint(st.DeadLetters)
+	if st.DLQFull {
+		deadLetters += " (FULL: the stream refuses new records; see docs/operations.md, \"The dead-letter stream is full\")"
+	}
+	store := "ok"
+	if st.DLQRefusingUnknown != "" {
+		store = "unknown: " + clean(clip(st.DLQRefusingUnknown, 200))
+	}
+	if h := st.DLQRefusing; h.Tasks > 0 {
+		store = fmt.Sprintf("REFUSING: %d failed task(s) held with their outcome by %d consumer(s) since %s; only the store is retried: %s",
+			h.Tasks, h.Processes, h.Since.Format(time.RFC3339), clean(clip(h.Error, 200))) // text from a shared bucket
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range [][2]any{
+		{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
+		{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
+		{"dead letters", deadLetters}, {"dead-letter store", store}, {"circuit breaker", breaker},
+	} {
+		fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
+	}
+	return tw.Flush()
 }

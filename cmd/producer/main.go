@@ -1,8 +1,17 @@
-// Command producer publishes nodeq tasks and waits for their results.
+// Command producer is nodeq's operator tool: it publishes tasks and waits
+// for their results, shows, pauses and resumes the fleet of consumers, and
+// inspects, replays and purges the dead-letter queue.
+//
+// Each command is a type (publishCommand, replayCommand, ...) whose fields
+// hold its options, with validate, which checks them all before anything
+// connects and returns a *usageError, and run. Its cobra.Command only binds
+// flags and arguments to those fields (see app.bind in command.go). To add a
+// command, write such a type and add its constructor to newRoot.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,11 +23,11 @@ import (
 	"github.com/nodeq/nodeq/internal/version"
 )
 
-// Exit codes.
+// Exit codes, documented in docs/operations.md.
 const (
 	exitOK     = 0
-	exitFailed = 1 // a publish or a task failed, or a wait timed out
-	exitUsage  = 2 // bad flags or arguments
+	exitFailed = 1 // a publish, a task, a replay or a connection failed, or a wait timed out
+	exitUsage  = 2 // bad flags, arguments or names
 )
 
 func main() {
@@ -27,41 +36,64 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 }
 
-// env carries the process's streams and environment to the commands.
-type env struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-	getenv         func(string) string
-}
-
-// usageError marks errors in the user's arguments (exit 2).
-type usageError struct{ error }
-
 // run is the whole program; main adds only signals and the exit.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
-	conn := &connFlags{}
-	root := &cobra.Command{
-		Use:           "producer",
-		Short:         "Publish nodeq tasks and wait for their results",
-		Version:       version.String(),
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	conn.register(root, getenv)
-	root.AddCommand(publishCmd(ctx, e, conn), dlqCmd(ctx, e, conn), pauseCmd(ctx, e, conn), resumeCmd(ctx, e, conn), statusCmd(ctx, e, conn))
+	root := newRoot(&app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv})
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "producer:", err)
-	if _, ok := err.(usageError); ok || isCobraUsage(err) {
+	return exitCode(err)
+}
+
+// exitCode is the exit status for the error a command ended with.
+func exitCode(err error) int {
+	var usage *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &usage):
 		return exitUsage
 	}
 	return exitFailed
+}
+
+// newRoot builds the command tree around the state every command shares.
+func newRoot(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "producer",
+		Short: "nodeq's operator tool: publish tasks, watch the fleet, inspect and replay the dead-letter queue",
+		Long: `producer is nodeq's operator tool. It publishes tasks (one, or many from a JSON Lines
+file) and waits for their results; shows the fleet's status, pauses and resumes it;
+and inspects, replays and purges the dead-letter queue.
+
+Every command connects with --nats-url (env NATS_URL) and the NODEQ_NATS_* credentials
+or the --nats-*/--tls-* flags, and finds nodeq's streams and consumer by the name flags
+--task-stream, --task-prefix, --dlq-stream, --dlq-prefix and --consumer (the names.*
+settings of the consumers; the defaults are theirs).
+
+Exit status: 0 done; 1 a publish, a task, a replay or the connection failed;
+2 bad flags, arguments or names. See docs/operations.md.`,
+		Example: `  producer publish echo '{"text":"hi"}' --wait
+  producer status
+  producer pause --until 30m
+  producer resume
+  producer dlq stats
+  producer dlq replay --kind Transport --dry-run`,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	asGroup(root)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	pf := root.PersistentFlags()
+	a.conn.register(pf, a.getenv)
+	a.nameFlags.register(pf)
+	root.AddCommand(publishCmd(a), statusCmd(a), pauseCmd(a), resumeCmd(a), dlqCmd(a))
+	return root
 }

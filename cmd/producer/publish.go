@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -23,7 +22,10 @@ import (
 	"github.com/nodeq/nodeq/internal/task"
 )
 
-type publishFlags struct {
+// publishCommand publishes one task, or every task of a JSON Lines file.
+type publishCommand struct {
+	*app
+	args          []string
 	payloadFile   string
 	file          string
 	id            string
@@ -36,10 +38,13 @@ type publishFlags struct {
 	jsonOut       bool
 	quiet         bool
 	window        int
+
+	// task is the single task validate builds; run adds its payload.
+	task *task.Envelope
 }
 
-func publishCmd(ctx context.Context, e *env, conn *connFlags) *cobra.Command {
-	var f publishFlags
+func publishCmd(a *app) *cobra.Command {
+	c := &publishCommand{app: a}
 	cmd := &cobra.Command{
 		Use:   "publish NODE_TYPE [PAYLOAD] | publish --file TASKS.jsonl",
 		Short: "Publish one task, or many from a JSON Lines file",
@@ -53,107 +58,111 @@ A missing "id" is generated. Lines that are not valid envelopes are reported and
 as failed; the rest are published.`,
 		Example: `  producer publish echo '{"text":"hi"}' --wait
   producer publish sleep --param duration=2s
-  producer publish resize --payload-file image.png --node-id n7
+  producer publish echo --payload-file payload.json --node-id n7
   producer publish --file tasks.jsonl`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if f.file != "" {
-				if len(args) != 0 {
-					return usageError{errors.New("--file takes no NODE_TYPE or PAYLOAD arguments")}
-				}
-				return nil
-			}
-			if len(args) < 1 || len(args) > 2 {
-				return usageError{errors.New("want NODE_TYPE [PAYLOAD], or --file TASKS.jsonl")}
-			}
-			if len(args) == 2 && f.payloadFile != "" {
-				return usageError{errors.New("give the payload as an argument or with --payload-file, not both")}
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			if f.timeout <= 0 {
-				return usageError{fmt.Errorf("--timeout %v: want a positive duration, e.g. 30s", f.timeout)}
-			}
-			if f.file != "" {
-				if f.wait {
-					return usageError{errors.New("--wait works with a single task, not --file")}
-				}
-				return publishFile(ctx, e, conn, &f, log)
-			}
-			env, err := buildTask(e, &f, args)
-			if err != nil {
-				return err
-			}
-			return publishOne(ctx, e, conn, &f, env, log)
-		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.payloadFile, "payload-file", "", "read the payload from FILE ('-' for stdin)")
-	fl.StringVarP(&f.file, "file", "f", "", "publish every task of a JSON Lines FILE ('-' for stdin)")
-	fl.StringVar(&f.id, "id", "", "task ID (default: generated); a re-publish with the same ID within 2 minutes is dropped as a duplicate")
-	fl.StringVar(&f.nodeID, "node-id", "", "node ID in your pipeline")
-	fl.StringVar(&f.correlationID, "correlation-id", "", "pipeline/correlation ID")
-	fl.StringArrayVarP(&f.params, "param", "p", nil, "node parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string")
-	fl.DurationVar(&f.deadline, "deadline", 0, "give up on the task if it has not run within this duration (e.g. 30s)")
-	fl.BoolVar(&f.wait, "wait", false, "wait for the task's result and print its output")
-	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long each task may wait for JetStream to confirm it (its PubAck)")
-	fl.BoolVar(&f.jsonOut, "json", false, "print the whole result (with --wait) or the publish acknowledgement as JSON")
-	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar with --file")
-	fl.IntVar(&f.window, "window", 256, "with --file, how many publishes may await their acknowledgement at once")
-	return cmd
+	fl.StringVar(&c.payloadFile, "payload-file", "", "read the payload from FILE ('-' for stdin)")
+	fl.StringVarP(&c.file, "file", "f", "", "publish every task of a JSON Lines FILE ('-' for stdin)")
+	fl.StringVar(&c.id, "id", "", "task ID (default: generated); a re-publish with the same ID within 2 minutes is dropped as a duplicate")
+	fl.StringVar(&c.nodeID, "node-id", "", "node ID in your pipeline")
+	fl.StringVar(&c.correlationID, "correlation-id", "", "pipeline/correlation ID")
+	fl.StringArrayVarP(&c.params, "param", "p", nil, "node parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string")
+	fl.DurationVar(&c.deadline, "deadline", 0, "give up on the task if it has not run within this duration (e.g. 30s)")
+	fl.BoolVar(&c.wait, "wait", false, "wait for the task's result and print its output")
+	fl.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long each task may wait for JetStream to confirm it (its PubAck)")
+	fl.BoolVar(&c.jsonOut, "json", false, "print the whole result (with --wait) or the publish acknowledgement as JSON")
+	fl.BoolVarP(&c.quiet, "quiet", "q", false, "no progress bar with --file")
+	fl.IntVar(&c.window, "window", 256, "with --file, how many publishes may await their acknowledgement at once")
+	return a.bind(cmd, c)
 }
 
-// buildTask makes the envelope of a single publish from arguments and flags.
-func buildTask(e *env, f *publishFlags, args []string) (*task.Envelope, error) {
-	env := &task.Envelope{ID: f.id, NodeType: args[0], NodeID: f.nodeID, CorrelationID: f.correlationID}
-	switch {
-	case len(args) == 2:
-		env.Payload = []byte(args[1])
-	case f.payloadFile == "-":
-		b, err := io.ReadAll(e.stdin)
-		if err != nil {
-			return nil, fmt.Errorf("read payload from stdin: %w", err)
-		}
-		env.Payload = b
-	case f.payloadFile != "":
-		b, err := os.ReadFile(f.payloadFile)
-		if err != nil {
-			return nil, fmt.Errorf("read payload: %w", err)
-		}
-		env.Payload = b
+func (c *publishCommand) setArgs(args []string) { c.args = args }
+
+func (c *publishCommand) validate() error {
+	if c.timeout <= 0 {
+		return usagef("--timeout %v: want a positive duration, e.g. 30s", c.timeout)
 	}
-	if len(f.params) > 0 {
-		env.Params = task.Params{}
-		for _, p := range f.params {
+	if c.window <= 0 {
+		return usagef("--window %d: want 1 or more", c.window)
+	}
+	if c.deadline < 0 {
+		return usagef("--deadline %v: want a positive duration, e.g. 30s", c.deadline)
+	}
+	if c.file != "" {
+		switch {
+		case len(c.args) != 0:
+			return usagef("--file takes no NODE_TYPE or PAYLOAD arguments")
+		case c.wait:
+			return usagef("--wait works with a single task, not --file")
+		case c.payloadFile != "" || c.id != "" || c.nodeID != "" || c.correlationID != "" || len(c.params) > 0 || c.deadline != 0:
+			return usagef("--payload-file, --id, --node-id, --correlation-id, --param and --deadline make a single task; with --file each line is a whole task")
+		}
+		return nil
+	}
+	if len(c.args) < 1 || len(c.args) > 2 {
+		return usagef("want NODE_TYPE [PAYLOAD], or --file TASKS.jsonl")
+	}
+	if len(c.args) == 2 && c.payloadFile != "" {
+		return usagef("give the payload as an argument or with --payload-file, not both")
+	}
+	t := &task.Envelope{ID: c.id, NodeType: c.args[0], NodeID: c.nodeID, CorrelationID: c.correlationID}
+	if err := (&task.Envelope{ID: "x", NodeType: t.NodeType}).Validate(); err != nil {
+		return &usageError{err}
+	}
+	if len(c.params) > 0 {
+		t.Params = task.Params{}
+		for _, p := range c.params {
 			k, v, ok := strings.Cut(p, "=")
 			if !ok || k == "" {
-				return nil, usageError{fmt.Errorf("--param %q: want KEY=VALUE", p)}
+				return usagef("--param %q: want KEY=VALUE", p)
 			}
 			var val any
 			if err := json.Unmarshal([]byte(v), &val); err != nil {
 				val = v
 			}
-			env.Params[k] = val
+			t.Params[k] = val
 		}
 	}
-	if f.deadline > 0 {
-		env.Deadline = time.Now().Add(f.deadline).UTC()
-	}
-	if err := (&task.Envelope{ID: "x", NodeType: env.NodeType}).Validate(); err != nil {
-		return nil, usageError{err}
-	}
-	return env, nil
+	c.task = t
+	return nil
 }
 
-func publishOne(ctx context.Context, e *env, conn *connFlags, f *publishFlags, env *task.Envelope, log *slog.Logger) error {
-	nc, js, err := conn.connect(log)
+func (c *publishCommand) run(ctx context.Context) error {
+	if c.file != "" {
+		return c.publishFile(ctx)
+	}
+	env := c.task
+	switch {
+	case len(c.args) == 2:
+		env.Payload = []byte(c.args[1])
+	case c.payloadFile == "-":
+		b, err := io.ReadAll(c.stdin)
+		if err != nil {
+			return fmt.Errorf("read payload from stdin: %w", err)
+		}
+		env.Payload = b
+	case c.payloadFile != "":
+		b, err := os.ReadFile(c.payloadFile)
+		if err != nil {
+			return fmt.Errorf("read payload: %w", err)
+		}
+		env.Payload = b
+	}
+	if c.deadline > 0 {
+		env.Deadline = time.Now().Add(c.deadline).UTC()
+	}
+	return c.publishOne(ctx, env)
+}
+
+func (c *publishCommand) publishOne(ctx context.Context, env *task.Envelope) error {
+	nc, js, err := c.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var replies chan *nats.Msg
-	if f.wait {
+	if c.wait {
 		env.ReplyTo = nc.NewInbox()
 		replies = make(chan *nats.Msg, 1)
 		sub, err := nc.ChanSubscribe(env.ReplyTo, replies)
@@ -162,48 +171,50 @@ func publishOne(ctx context.Context, e *env, conn *connFlags, f *publishFlags, e
 		}
 		defer sub.Unsubscribe()
 	}
-	pctx, cancel := context.WithTimeout(ctx, f.timeout)
+	pctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	ack, err := queue.NewPublisher(js, conn.names()).Publish(pctx, env)
+	ack, err := queue.NewPublisher(js, c.names).Publish(pctx, env)
 	if err != nil {
-		return explainPublishError(err, conn, f.timeout)
+		return c.explainPublishError(err)
 	}
 	if ack.Duplicate {
-		fmt.Fprintf(e.stderr, "warning: task %s was already published within the stream's duplicate window; JetStream kept the first copy\n", env.ID)
+		fmt.Fprintf(c.stderr, "warning: task %s was already published within the stream's duplicate window; JetStream kept the first copy\n", env.ID)
 	}
-	if !f.wait {
-		if f.jsonOut {
-			return json.NewEncoder(e.stdout).Encode(map[string]any{"task_id": env.ID, "stream": ack.Stream, "seq": ack.Sequence, "duplicate": ack.Duplicate})
+	if !c.wait {
+		if c.jsonOut {
+			return json.NewEncoder(c.stdout).Encode(map[string]any{"task_id": env.ID, "stream": ack.Stream, "seq": ack.Sequence, "duplicate": ack.Duplicate})
 		}
-		fmt.Fprintf(e.stdout, "published task %s to %s (stream %s, seq %d)\n", env.ID, conn.names().TaskSubject(env.NodeType), ack.Stream, ack.Sequence)
+		fmt.Fprintf(c.stdout, "published task %s to %s (stream %s, seq %d)\n", env.ID, c.names.TaskSubject(env.NodeType), ack.Stream, ack.Sequence)
 		return nil
 	}
-	fmt.Fprintf(e.stderr, "published task %s (seq %d); waiting up to %v for its result\n", env.ID, ack.Sequence, f.timeout)
+	fmt.Fprintf(c.stderr, "published task %s (seq %d); waiting up to %v for its result\n", env.ID, ack.Sequence, c.timeout)
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
 	select {
 	case m := <-replies:
 		res, err := task.DecodeResult(m.Data, m.Header.Get(queue.HeaderContentType))
 		if err != nil {
 			return err
 		}
-		return printResult(e, f, res)
-	case <-time.After(f.timeout):
-		return fmt.Errorf("no result for task %s within %v: it is still queued or running (is a consumer running?)", env.ID, f.timeout)
+		return c.printResult(res)
+	case <-timer.C:
+		return fmt.Errorf("no result for task %s within %v: it is still queued or running (is a consumer running?)", env.ID, c.timeout)
 	case <-ctx.Done():
 		return fmt.Errorf("interrupted while waiting for task %s; it stays queued", env.ID)
 	}
 }
 
-func printResult(e *env, f *publishFlags, res *task.Result) error {
-	if f.jsonOut {
+func (c *publishCommand) printResult(res *task.Result) error {
+	if c.jsonOut {
 		b, err := task.EncodeResult(res, true)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(e.stdout, string(b))
+		fmt.Fprintln(c.stdout, string(b))
 	} else if res.OK {
-		_, _ = e.stdout.Write(res.Output)
+		_, _ = c.stdout.Write(res.Output)
 		if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' {
-			fmt.Fprintln(e.stdout)
+			fmt.Fprintln(c.stdout)
 		}
 	}
 	if !res.OK {
@@ -212,12 +223,12 @@ func printResult(e *env, f *publishFlags, res *task.Result) error {
 	return nil
 }
 
-func explainPublishError(err error, conn *connFlags, timeout time.Duration) error {
+func (c *publishCommand) explainPublishError(err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w: no stream stores %s.>; start a consumer once (it creates the streams) or check --task-prefix", err, conn.names().TaskPrefix)
+		return fmt.Errorf("%w: no stream stores %s.>; start a consumer once (it creates the streams) or check --task-prefix", err, c.names.TaskPrefix)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %s", err, noPubAckHint(timeout, conn.names().TaskPrefix))
+		return fmt.Errorf("%w: %s", err, noPubAckHint(c.timeout, c.names.TaskPrefix))
 	}
 	return err
 }
@@ -286,52 +297,52 @@ func (s summary) err(timeout time.Duration, prefix string) error {
 	return errors.New(strings.Join(parts, "; "))
 }
 
-func publishFile(ctx context.Context, e *env, conn *connFlags, f *publishFlags, log *slog.Logger) error {
-	var r io.Reader = e.stdin
+func (c *publishCommand) publishFile(ctx context.Context) error {
+	var r io.Reader = c.stdin
 	total := int64(-1)
-	if f.file != "-" {
-		fh, err := os.Open(f.file)
+	if c.file != "-" {
+		fh, err := os.Open(c.file)
 		if err != nil {
 			return err
 		}
 		defer fh.Close()
-		if total, err = countLines(f.file); err != nil {
+		if total, err = countLines(c.file); err != nil {
 			return err
 		}
 		r = fh
 	}
-	// nats.go forgets a publish it has no PubAck for after f.timeout too,
+	// nats.go forgets a publish it has no PubAck for after c.timeout too,
 	// instead of holding it until the connection closes.
-	nc, js, err := conn.connect(log, jetstream.WithPublishAsyncTimeout(f.timeout))
+	nc, js, err := c.connect(jetstream.WithPublishAsyncTimeout(c.timeout))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
-	show := !f.quiet && isTerminal(e.stderr)
+	show := !c.quiet && isTerminal(c.stderr)
 	bar := progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetVisibility(show),
+		progressbar.OptionSetWriter(c.stderr), progressbar.OptionSetVisibility(show),
 		progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
 		progressbar.OptionSetItsString("tasks"), progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
-	pub := queue.NewPublisher(js, conn.names()).WithAckTimeout(f.timeout)
-	s, err := bulkPublish(ctx, pub, r, f.window, func(o queue.Outcome, lineErr error) {
+	pub := queue.NewPublisher(js, c.names).WithAckTimeout(c.timeout)
+	s, err := bulkPublish(ctx, pub, r, c.window, func(o queue.Outcome, lineErr error) {
 		_ = bar.Add(1)
 		switch {
 		case lineErr != nil:
 			_ = bar.Clear()
-			fmt.Fprintf(e.stderr, "%s: %v\n", f.file, lineErr)
+			fmt.Fprintf(c.stderr, "%s: %v\n", c.file, lineErr)
 		case o.Unconfirmed:
 			_ = bar.Clear()
-			fmt.Fprintf(e.stderr, "task %s: not confirmed: %v\n", o.Task.ID, o.Err)
+			fmt.Fprintf(c.stderr, "task %s: not confirmed: %v\n", o.Task.ID, o.Err)
 		case o.Err != nil:
 			_ = bar.Clear()
-			fmt.Fprintf(e.stderr, "task %s: %v\n", o.Task.ID, explainPublishError(o.Err, conn, f.timeout))
+			fmt.Fprintf(c.stderr, "task %s: %v\n", o.Task.ID, c.explainPublishError(o.Err))
 		}
 	})
 	_ = bar.Finish()
-	fmt.Fprintln(e.stdout, s.line())
-	if serr := s.err(f.timeout, conn.names().TaskPrefix); serr != nil {
+	fmt.Fprintln(c.stdout, s.line())
+	if serr := s.err(c.timeout, c.names.TaskPrefix); serr != nil {
 		return serr
 	}
 	return err
@@ -426,10 +437,4 @@ func countLines(path string) (int64, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
-		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "requires at least") || strings.Contains(msg, "accepts ")
 }

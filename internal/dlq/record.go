@@ -1,5 +1,7 @@
 // Package dlq records tasks that could not be completed: the dead-letter
-// record format and how records are written to the dead-letter stream.
+// record format, how records are written to the dead-letter stream (Writer),
+// and how they are read, paged, counted, replayed, or with a dry run of the
+// same code checked, and purged (Store).
 //
 // The format is documented in docs/dead-letter.md.
 package dlq

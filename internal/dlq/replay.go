@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +17,9 @@ import (
 	"github.com/nodeq/nodeq/internal/task"
 )
 
-// ReplayOptions configure Replay.
+// ReplayOptions configure Replay. The zero value replays every selected
+// record to its own node type's subject under "tasks", as fast as JetStream
+// acknowledges, without a replay cap.
 type ReplayOptions struct {
 	// TaskPrefix is the task subject prefix nodeq's task stream captures.
 	// A task is only ever republished on <TaskPrefix>.<node_type>. Default "tasks".
@@ -24,7 +27,9 @@ type ReplayOptions struct {
 	// To, if set, is the node type (or its task subject, <TaskPrefix>.<node_type>)
 	// every task is republished to instead of its own.
 	To string
-	// DryRun selects and reports without publishing or deleting anything.
+	// DryRun selects and decides exactly as a replay does, by the same
+	// rules, and reports it (the summary, OnRecord) without publishing or
+	// deleting anything.
 	DryRun bool
 	// Limit stops after this many records are replayed (0: no limit).
 	Limit int
@@ -34,17 +39,83 @@ type ReplayOptions struct {
 	MaxReplays int
 	// ...unless Force is set.
 	Force bool
-	// Progress, if set, is called after each record with the running totals.
+	// Progress, if set, is called with the running totals each time a
+	// record is selected and each time one is settled.
 	Progress func(ReplaySummary)
+	// OnRecord, if set, is called once for each selected record with what
+	// became of it (with DryRun: what would) and, for OutcomeSkipped,
+	// OutcomeRefused and OutcomeFailed, why. Calls come one at a time;
+	// those of a dry run come oldest first.
+	OnRecord func(Entry, Outcome, error)
 	// Concurrency is how many records are republished at once. Default 32.
 	Concurrency int
+}
+
+// Validate checks the options: To must name a node type, and the numbers
+// must not be negative.
+func (o ReplayOptions) Validate() error {
+	switch {
+	case o.Limit < 0:
+		return fmt.Errorf("replay limit %d is negative", o.Limit)
+	case o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0):
+		return fmt.Errorf("replay rate %v: want a positive number of records per second, or 0 for no limit", o.Rate)
+	case o.MaxReplays < 0:
+		return fmt.Errorf("max replays %d is negative", o.MaxReplays)
+	case o.Concurrency < 0:
+		return fmt.Errorf("replay concurrency %d is negative", o.Concurrency)
+	}
+	if o.To != "" {
+		if _, err := replayTo(o.TaskPrefix, o.To); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Outcome is what Replay did with one record.
+type Outcome uint8
+
+// Outcomes of a record in a replay.
+const (
+	// OutcomeReplayed: the task was republished and the record deleted
+	// (in a dry run: would be).
+	OutcomeReplayed Outcome = iota + 1
+	// OutcomeDuplicate: JetStream had the task from an earlier, interrupted
+	// replay; the record was only deleted. A dry run cannot tell these from
+	// OutcomeReplayed and reports them so.
+	OutcomeDuplicate
+	// OutcomeSkipped: left in place by MaxReplays or because it is unreadable.
+	OutcomeSkipped
+	// OutcomeRefused: left in place because it names no task subject nodeq
+	// owns (a forged or foreign record); the error wraps ErrRefused.
+	OutcomeRefused
+	// OutcomeFailed: the republish or the delete failed; the record stays.
+	OutcomeFailed
+)
+
+// String names the outcome.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeReplayed:
+		return "replayed"
+	case OutcomeDuplicate:
+		return "duplicate"
+	case OutcomeSkipped:
+		return "skipped"
+	case OutcomeRefused:
+		return "refused"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
 // ReplaySummary counts a replay.
 type ReplaySummary struct {
 	// Selected is how many records the filter selected (within Limit).
 	Selected int
-	// Replayed were republished and their records deleted.
+	// Replayed were republished and their records deleted. In a dry run,
+	// they would be (a replay may count some of them as Duplicates).
 	Replayed int
 	// Duplicates were republished earlier (an interrupted replay) and are
 	// now only deleted: JetStream recognised the replay ID.
@@ -77,7 +148,7 @@ var ErrRefused = errors.New("refused")
 // could not be read.
 var errSkipped = errors.New("skipped")
 
-// Target returns the subject the task of e would be republished on, or an
+// target returns the subject the task of e would be republished on, or an
 // error wrapping ErrRefused or saying why it is skipped. The subject is
 // derived, never taken from the record: <TaskPrefix>.<node_type>, where the
 // node type is that of the dead-letter subject the record is stored on (a
@@ -85,7 +156,7 @@ var errSkipped = errors.New("skipped")
 // subject must name the same one. With To set, To names the node type.
 // A record that fails these checks may have been forged by anyone able to
 // publish on the dead-letter subjects.
-func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
+func (s *Store) target(e Entry, o ReplayOptions) (string, error) {
 	prefix := cmp.Or(o.TaskPrefix, "tasks")
 	if e.Record == nil {
 		return "", fmt.Errorf("%w: unreadable record: %v", errSkipped, e.Err)
@@ -94,7 +165,7 @@ func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
 		return "", fmt.Errorf("%w: replayed %d times already (--max-replays)", errSkipped, e.Record.ReplayCount())
 	}
 	if o.To != "" {
-		return ReplayTo(prefix, o.To)
+		return replayTo(prefix, o.To)
 	}
 	nodeType, ok := strings.CutPrefix(e.Subject, s.prefix+".")
 	want := prefix + "." + nodeType
@@ -110,9 +181,9 @@ func (s *Store) Target(e Entry, o ReplayOptions) (string, error) {
 	return want, nil
 }
 
-// ReplayTo checks an operator's replay destination: a node type, or the
+// replayTo checks an operator's replay destination: a node type, or the
 // task subject <prefix>.<node_type>; it returns the task subject.
-func ReplayTo(prefix, to string) (string, error) {
+func replayTo(prefix, to string) (string, error) {
 	nodeType := strings.TrimPrefix(to, cmp.Or(prefix, "tasks")+".")
 	if !task.ValidNodeType(nodeType) {
 		return "", fmt.Errorf("--to %q: want a node type or %s.<node_type>; replay only publishes task subjects", to, cmp.Or(prefix, "tasks"))
@@ -124,15 +195,13 @@ func ReplayTo(prefix, to string) (string, error) {
 // stood when it started: records stored later are not included. Records are
 // taken oldest first and replayed Concurrency at a time. A record is deleted
 // only after JetStream acknowledged its task. The task goes to the subject
-// Target derives, never to one named inside the record; it carries its
+// target derives, never to one named inside the record; it carries its
 // original headers except JetStream's Nats-* directives and masked
 // credentials, a Nodeq-Replays count one higher, and Nodeq-Replayed-From.
 func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplaySummary, error) {
 	var sum ReplaySummary
-	if o.To != "" {
-		if _, err := ReplayTo(o.TaskPrefix, o.To); err != nil {
-			return sum, err
-		}
+	if err := o.Validate(); err != nil {
+		return sum, err
 	}
 	last, _, err := s.Snapshot(ctx)
 	if err != nil {
@@ -142,41 +211,55 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 		o.Concurrency = 32
 	}
 	var limiter *rate.Limiter
-	if o.Rate > 0 {
+	if o.Rate > 0 && !o.DryRun {
 		// A burst of 50ms worth keeps the average at Rate despite per-record latency.
 		limiter = rate.NewLimiter(rate.Limit(o.Rate), max(1, int(o.Rate/20)))
 	}
+	// settle counts one record's outcome; mu keeps the summary and the
+	// callbacks to one goroutine at a time.
 	var mu sync.Mutex
-	update := func(change func()) {
+	settle := func(e Entry, out Outcome, why error) {
 		mu.Lock()
 		defer mu.Unlock()
-		change()
+		switch out {
+		case OutcomeReplayed:
+			sum.Replayed++
+		case OutcomeDuplicate:
+			sum.Duplicates++
+		case OutcomeSkipped:
+			sum.Skipped++
+		case OutcomeRefused:
+			sum.Refused++
+		case OutcomeFailed:
+			sum.Failed++
+		}
+		if why != nil && out != OutcomeSkipped && len(sum.Errors) < 20 {
+			sum.Errors = append(sum.Errors, why.Error())
+		}
+		if o.OnRecord != nil {
+			o.OnRecord(e, out, why)
+		}
 		if o.Progress != nil {
 			o.Progress(sum)
 		}
 	}
-	note := func(msg string) {
-		if len(sum.Errors) < 20 {
-			sum.Errors = append(sum.Errors, msg)
+	selected := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		sum.Selected++
+		if o.Progress != nil {
+			o.Progress(sum)
 		}
 	}
-	fail := func(format string, args ...any) {
-		update(func() {
-			sum.Failed++
-			note(fmt.Sprintf(format, args...))
-		})
-	}
 
-	type job struct {
-		e       Entry
-		subject string // from Target
-	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	for range o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	workers := o.Concurrency
+	if o.DryRun {
+		workers = 0 // nothing is republished
+	}
+	for range workers {
+		wg.Go(func() {
 			for j := range jobs {
 				if limiter != nil && limiter.Wait(ctx) != nil {
 					continue // cancelled: drain without replaying
@@ -184,17 +267,12 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 				if ctx.Err() != nil {
 					continue
 				}
-				s.replayOne(ctx, j.e, j.subject, fail, func(duplicate bool) {
-					update(func() {
-						if duplicate {
-							sum.Duplicates++
-						} else {
-							sum.Replayed++
-						}
-					})
-				})
+				out, err := s.replayOne(ctx, j.e, j.subject)
+				if out != 0 {
+					settle(j.e, out, err)
+				}
 			}
-		}()
+		})
 	}
 
 	dispatched := 0
@@ -203,27 +281,21 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 		if o.Limit > 0 && dispatched >= o.Limit {
 			return errLimit
 		}
-		subject, err := s.Target(e, o)
-		if err != nil || o.DryRun {
-			update(func() {
-				sum.Selected++
-				switch {
-				case errors.Is(err, ErrRefused):
-					sum.Refused++
-					note(err.Error())
-				case err != nil:
-					sum.Skipped++
-				default:
-					sum.Replayed++
-				}
-			})
-			if err == nil {
-				dispatched++
-			}
+		selected()
+		subject, err := s.target(e, o)
+		switch {
+		case errors.Is(err, ErrRefused):
+			settle(e, OutcomeRefused, err)
+			return nil
+		case err != nil:
+			settle(e, OutcomeSkipped, err)
 			return nil
 		}
-		update(func() { sum.Selected++ })
 		dispatched++
+		if o.DryRun {
+			settle(e, OutcomeReplayed, nil)
+			return nil
+		}
 		select {
 		case jobs <- job{e, subject}:
 			return nil
@@ -242,8 +314,16 @@ func (s *Store) Replay(ctx context.Context, f *Filter, o ReplayOptions) (ReplayS
 	return sum, err
 }
 
-// replayOne republishes one record's task on subject and then deletes the record.
-func (s *Store) replayOne(ctx context.Context, e Entry, subject string, fail func(string, ...any), done func(duplicate bool)) {
+// job is one record to replay and the subject target derived for it.
+type job struct {
+	e       Entry
+	subject string
+}
+
+// replayOne republishes one record's task on subject and then deletes the
+// record. It returns OutcomeReplayed or OutcomeDuplicate, OutcomeFailed with
+// why, or 0 when ctx ended first (the record stays; a rerun replays it).
+func (s *Store) replayOne(ctx context.Context, e Entry, subject string) (Outcome, error) {
 	r := e.Record
 	msg := nats.NewMsg(subject)
 	msg.Data = r.Data
@@ -258,18 +338,21 @@ func (s *Store) replayOne(ctx context.Context, e Entry, subject string, fail fun
 	msg.Header.Set(nats.MsgIdHdr, ReplayMsgID(s.stream, e.Seq))
 	ack, err := s.js.PublishMsg(ctx, msg)
 	if err != nil {
-		if ctx.Err() == nil {
-			fail("record %d (task %q): republish to %s: %v", e.Seq, r.TaskID, msg.Subject, err)
+		if ctx.Err() != nil {
+			return 0, nil
 		}
-		return
+		return OutcomeFailed, fmt.Errorf("record %d (task %q): republish to %s: %w", e.Seq, r.TaskID, msg.Subject, err)
 	}
 	if err := s.Delete(ctx, e.Seq); err != nil {
-		if ctx.Err() == nil {
-			fail("record %d (task %q): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %v", e.Seq, r.TaskID, err)
+		if ctx.Err() != nil {
+			return 0, nil
 		}
-		return
+		return OutcomeFailed, fmt.Errorf("record %d (task %q): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %w", e.Seq, r.TaskID, err)
 	}
-	done(ack.Duplicate)
+	if ack.Duplicate {
+		return OutcomeDuplicate, nil
+	}
+	return OutcomeReplayed, nil
 }
 
 // Purge deletes the selected records and returns how many. With an empty

@@ -64,3 +64,10 @@ func (s *Store) Stats(ctx context.Context, f *Filter) ([]*Group, int, error) {
 	})
 	return out, total, err
 }
+
+// Count returns how many records f selects.
+func (s *Store) Count(ctx context.Context, f *Filter) (int, error) {
+	n := 0
+	err := s.Scan(ctx, f, 0, func(Entry) error { n++; return nil })
+	return n, err
+}

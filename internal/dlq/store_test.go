@@ -1,0 +1,292 @@
+package dlq
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nodeq/nodeq/internal/natstest"
+	"github.com/nodeq/nodeq/internal/queue"
+)
+
+// testStore starts a real embedded nats-server with nodeq's streams and
+// returns a Store on its dead-letter stream.
+func testStore(t *testing.T) (*Store, jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.Server(t)
+	_, js := natstest.Connect(t, srv)
+	n := queue.DefaultNames()
+	if err := queue.EnsureStreams(t.Context(), js, n, queue.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(js, n.DLQStream, n.DLQPrefix), js
+}
+
+// writeRecord stores a record as a consumer would: on dlq.<node type>.
+func writeRecord(t *testing.T, js jetstream.JetStream, seq int, nodeType string, replays int) {
+	t.Helper()
+	r := &Record{Reason: ReasonExhausted, TaskID: "t-" + strconv.Itoa(seq), NodeType: nodeType, ErrorKind: "Transport",
+		Error: "boom", Stack: "goroutine 1", Causes: []string{"boom"}, Subject: "tasks." + nodeType, Stream: "NODEQ_TASKS",
+		Sequence: uint64(seq), Data: []byte(`{"id":"t-` + strconv.Itoa(seq) + `","node_type":"` + nodeType + `"}`),
+		Headers: map[string][]string{"Content-Type": {"application/json"}}}
+	if replays > 0 {
+		r.Headers[HeaderReplays] = []string{strconv.Itoa(replays)}
+	}
+	if _, err := NewWriter(js, "dlq").Write(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishRaw stores a message on a dead-letter subject as anyone allowed
+// to publish there could: a forged record, or not a record at all.
+func publishRaw(t *testing.T, js jetstream.JetStream, subject string, r *Record) {
+	t.Helper()
+	data := []byte("not a record")
+	if r != nil {
+		var err error
+		if data, err = Encode(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(t.Context(), subject, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seqs(es []Entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+// TestList pages through more records than one page, both ways and with a
+// filter, following each page's cursor: every selected record comes
+// exactly once, in order, and the last page says there is no next one.
+func TestList(t *testing.T) {
+	st, js := testStore(t)
+	if p, err := st.List(t.Context(), &Filter{}, PageOptions{}); err != nil || len(p.Entries) != 0 || p.Next != 0 || p.Matched != 0 {
+		t.Fatalf("empty stream: %+v, %v", p, err)
+	}
+	const n = 130
+	var all, resize []uint64
+	for i := 1; i <= n; i++ {
+		nodeType := "echo"
+		if i%3 == 0 {
+			nodeType = "resize"
+			resize = append(resize, uint64(i))
+		}
+		writeRecord(t, js, i, nodeType, i%2)
+		all = append(all, uint64(i))
+	}
+	newest := slices.Clone(all)
+	slices.Reverse(newest)
+	newestResize := slices.Clone(resize)
+	slices.Reverse(newestResize)
+
+	cases := []struct {
+		name    string
+		filter  Filter
+		opts    PageOptions
+		want    []uint64 // every record, in page order
+		pages   []int    // page sizes
+		matched []int    // Page.Matched of each page
+	}{
+		{"newest first", Filter{}, PageOptions{}, newest, []int{50, 50, 30}, []int{130, 80, 30}},
+		{"oldest first", Filter{}, PageOptions{Oldest: true, Limit: 60}, all, []int{60, 60, 10}, []int{60, 60, 10}},
+		{"newest first, filtered", Filter{NodeTypes: []string{"resize"}}, PageOptions{Limit: 20}, newestResize, []int{20, 20, 3}, []int{43, 23, 3}},
+		{"oldest first, filtered", Filter{Kinds: []string{"transport"}, TaskID: "t-7"}, PageOptions{Oldest: true, Limit: 1}, []uint64{7}, []int{1}, []int{1}},
+		{"one page exactly", Filter{}, PageOptions{Oldest: true, Limit: n}, all, []int{n}, []int{n}},
+		{"from a cursor", Filter{BeforeSeq: 11}, PageOptions{Limit: 4}, newest[n-10:], []int{4, 4, 2}, []int{10, 6, 2}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := c.filter
+			var got []uint64
+			var sizes, matched []int
+			for range 100 {
+				p, err := st.List(t.Context(), &f, c.opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, seqs(p.Entries)...)
+				sizes, matched = append(sizes, len(p.Entries)), append(matched, p.Matched)
+				for _, e := range p.Entries {
+					if e.Record == nil || e.Record.Data != nil || e.Record.Stack != "" || e.Record.Causes != nil || e.Header != nil {
+						t.Fatalf("record %d is not brief: %+v", e.Seq, e.Record)
+					}
+					if want := int(e.Seq % 2); e.Record.ReplayCount() != want || e.Record.TaskID != "t-"+strconv.Itoa(int(e.Seq)) {
+						t.Fatalf("record %d: replays %d, task %q", e.Seq, e.Record.ReplayCount(), e.Record.TaskID)
+					}
+				}
+				if p.Next == 0 {
+					break
+				}
+				if c.opts.Oldest {
+					f.AfterSeq = p.Next
+				} else {
+					f.BeforeSeq = p.Next
+				}
+			}
+			if !slices.Equal(got, c.want) || !slices.Equal(sizes, c.pages) || !slices.Equal(matched, c.matched) {
+				t.Fatalf("records %v\npages %v, matched %v\nwant %v\npages %v, matched %v", got, sizes, matched, c.want, c.pages, c.matched)
+			}
+		})
+	}
+
+	for _, o := range []PageOptions{{Limit: -1}, {Limit: MaxPageSize + 1}} {
+		if _, err := st.List(t.Context(), &Filter{}, o); err == nil {
+			t.Errorf("List with %+v: no error", o)
+		}
+	}
+}
+
+// outcome is what OnRecord reported for one record.
+type outcome struct {
+	seq uint64
+	out Outcome
+	why string
+}
+
+// TestDryRunIsTheReplay: a dry run reports, record by record, exactly
+// what the replay with the same options then does, by the same rules
+// (replay cap, unreadable, forged records), and changes nothing.
+func TestDryRunIsTheReplay(t *testing.T) {
+	st, js := testStore(t)
+	ctx := t.Context()
+	for i := 1; i <= 6; i++ {
+		writeRecord(t, js, i, "echo", 0) // 1-6 replayable
+	}
+	writeRecord(t, js, 7, "echo", 3)                                                                                         // 7: replayed 3 times: skipped
+	publishRaw(t, js, "dlq.echo", nil)                                                                                       // 8: unreadable: skipped
+	publishRaw(t, js, "dlq.echo", &Record{NodeType: "echo", Subject: "$JS.API.STREAM.PURGE.NODEQ_TASKS", Data: []byte("x")}) // 9: refused
+	publishRaw(t, js, "dlq.echo", &Record{NodeType: "other", Subject: "tasks.other", Data: []byte("x")})                     // 10: refused
+	writeRecord(t, js, 11, "echo", 1)                                                                                        // 11: replayable
+
+	run := func(o ReplayOptions) (ReplaySummary, []outcome) {
+		t.Helper()
+		var got []outcome
+		o.OnRecord = func(e Entry, out Outcome, why error) {
+			w := ""
+			if why != nil {
+				w = why.Error()
+			}
+			got = append(got, outcome{e.Seq, out, w})
+		}
+		sum, err := st.Replay(ctx, &Filter{}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, func(a, b outcome) int { return int(a.seq) - int(b.seq) })
+		return sum, got
+	}
+	records := func() uint64 {
+		_, n, err := st.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	for _, c := range []struct {
+		name     string
+		opts     ReplayOptions
+		replayed int
+		left     uint64
+	}{
+		{"a limited replay", ReplayOptions{MaxReplays: 3, Limit: 2, Rate: 1000}, 2, 9},
+		{"the rest", ReplayOptions{MaxReplays: 3}, 5, 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := records()
+			c.opts.DryRun = true
+			drySum, dry := run(c.opts)
+			if n := records(); n != before {
+				t.Fatalf("the dry run changed the stream: %d records, was %d", n, before)
+			}
+			c.opts.DryRun = false
+			sum, real := run(c.opts)
+			if !slices.Equal(dry, real) {
+				t.Fatalf("dry run reported\n%v\nthe replay did\n%v", dry, real)
+			}
+			if fmt.Sprint(drySum) != fmt.Sprint(sum) || sum.Replayed != c.replayed {
+				t.Fatalf("dry run %+v, replay %+v; want %d replayed", drySum, sum, c.replayed)
+			}
+			if n := records(); n != c.left {
+				t.Fatalf("%d records left, want %d", n, c.left)
+			}
+		})
+	}
+	// What is left is what the rules keep: 7 (cap), 8 (unreadable), 9, 10 (refused).
+	_, got := run(ReplayOptions{MaxReplays: 3, DryRun: true})
+	want := []Outcome{OutcomeSkipped, OutcomeSkipped, OutcomeRefused, OutcomeRefused}
+	if len(got) != len(want) {
+		t.Fatalf("left %v", got)
+	}
+	for i, o := range got {
+		if o.seq != uint64(7+i) || o.out != want[i] || o.why == "" {
+			t.Errorf("record %d: %v (%s), want %v", o.seq, o.out, o.why, want[i])
+		}
+	}
+}
+
+func TestReplayOptionsValidate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts ReplayOptions
+		ok   bool
+	}{
+		{"zero value", ReplayOptions{}, true},
+		{"all set", ReplayOptions{TaskPrefix: "prod.tasks", To: "prod.tasks.resize", Limit: 5, Rate: 0.5, MaxReplays: 2, Concurrency: 4}, true},
+		{"to a node type", ReplayOptions{To: "resize"}, true},
+		{"to a server subject", ReplayOptions{To: "$JS.API.STREAM.PURGE.NODEQ_TASKS"}, false},
+		{"to a wildcard", ReplayOptions{To: "tasks.>"}, false},
+		{"to another prefix", ReplayOptions{TaskPrefix: "prod", To: "tasks.resize"}, false},
+		{"negative limit", ReplayOptions{Limit: -1}, false},
+		{"negative rate", ReplayOptions{Rate: -1}, false},
+		{"NaN rate", ReplayOptions{Rate: math.NaN()}, false},
+		{"infinite rate", ReplayOptions{Rate: math.Inf(1)}, false},
+		{"negative max replays", ReplayOptions{MaxReplays: -1}, false},
+		{"negative concurrency", ReplayOptions{Concurrency: -1}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.opts.Validate(); (err == nil) != c.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, c.ok)
+			}
+		})
+	}
+}
+
+// A replay with invalid options is refused before it reads anything.
+func TestReplayRefusesInvalidOptions(t *testing.T) {
+	st := NewStore(nil, "NODEQ_DLQ", "dlq") // no connection: Validate must come first
+	if _, err := st.Replay(context.Background(), &Filter{}, ReplayOptions{Limit: -1}); err == nil {
+		t.Fatal("no error")
+	}
+}
+
+// A record written by hand with a huge error message and headers costs a
+// page no more than one a consumer writes.
+func TestListBoundsForgedRecords(t *testing.T) {
+	st, js := testStore(t)
+	huge := strings.Repeat("x", 100<<10)
+	publishRaw(t, js, "dlq.echo", &Record{NodeType: "echo", TaskID: huge, Error: huge, Causes: []string{huge}, Stack: huge,
+		Headers: map[string][]string{"X-Big": {huge}, HeaderReplays: {"2", "7"}}, Data: []byte(huge)})
+	p, err := st.List(t.Context(), &Filter{}, PageOptions{})
+	if err != nil || len(p.Entries) != 1 {
+		t.Fatalf("%+v, %v", p, err)
+	}
+	r := p.Entries[0].Record
+	if len(r.Error) > MaxErrorLen || len(r.TaskID) > maxShortField || r.Data != nil || r.Stack != "" || r.Causes != nil ||
+		len(r.Headers) != 1 || r.ReplayCount() != 2 {
+		t.Fatalf("error %d bytes, task ID %d, data %d, stack %d, causes %d, headers %d, replays %d",
+			len(r.Error), len(r.TaskID), len(r.Data), len(r.Stack), len(r.Causes), len(r.Headers), r.ReplayCount())
+	}
+}
