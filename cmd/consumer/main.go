@@ -73,7 +73,10 @@ func runTo(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 dead-lettering tasks that cannot succeed. With no --nats-url and no NATS_URL it starts
 an embedded nats-server with JetStream, listening on ` + config.DefaultListen + ` and storing in ` + config.DefaultStoreDir + `.
 
-Precedence: flags > environment (NATS_URL) > config file > defaults.`,
+Precedence: flags > environment (NATS_URL) > config file > defaults.
+
+To publish tasks, watch the fleet (status, pause, resume) and inspect or replay
+dead letters, use the operator's tool: producer --help (go run ./cmd/producer --help).`,
 		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
