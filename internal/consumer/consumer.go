@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
@@ -275,7 +276,10 @@ func (c *Consumer) buildBreaker(ctx context.Context) error {
 		}
 	})
 	if cfg.Breaker.Scope == "fleet" {
-		fb, err := fleet.NewBreaker(ctx, c.js, c.names, c.o.ID, c.breaker, fleet.WithLogger(c.log))
+		// The process ID (host/pid) plus a random suffix: containers with
+		// their own PID namespace on one host are all host/1, and members
+		// of a fleet must not take each other's entries for their own.
+		fb, err := fleet.NewBreaker(ctx, c.js, c.names, c.o.ID+"/"+nuid.Next()[:8], c.breaker, fleet.WithLogger(c.log))
 		if err != nil {
 			return fmt.Errorf("fleet breaker: %w", err)
 		}

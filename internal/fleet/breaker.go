@@ -303,12 +303,16 @@ func (f *Breaker) put(ctx context.Context, st SharedState) error {
 }
 
 // publishTrip publishes an open breaker and pauses the consumer until the cooldown ends.
+// Each call has its own deadline: a slow bucket must not leave the
+// server-side pause without time.
 func (f *Breaker) publishTrip(until time.Time, trips int) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := f.put(ctx, SharedState{State: resilience.StateOpen, Until: until, Trips: trips}); err != nil {
 		f.log.Error("fleet breaker: could not publish the trip; other consumers keep pulling", "err", err)
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
 	if err := Pause(ctx, f.js, f.names, until); err != nil {
 		f.log.Error("fleet breaker: could not pause the consumer on the server", "err", err)
 	}

@@ -17,7 +17,7 @@ import (
 type claim struct {
 	gen     uint64
 	won     bool      // this instance runs the fleet's probe
-	retryAt time.Time // lost: when to ask the fleet again
+	retryAt time.Time // when to ask the fleet again: lost, to claim; won, to renew the claim
 }
 
 // Bounds on how soon a lost claim is tried again.
@@ -36,7 +36,7 @@ const (
 func (f *Breaker) mayProbe(gen uint64) (bool, time.Time) {
 	f.claimMu.Lock()
 	defer f.claimMu.Unlock()
-	if c := f.claim; c.gen == gen && (c.won || time.Now().Before(c.retryAt)) {
+	if c := f.claim; c.gen == gen && time.Now().Before(c.retryAt) {
 		return c.won, c.retryAt
 	}
 	won, retryAt := f.claimProbe()
@@ -55,16 +55,16 @@ func (f *Breaker) claimProbe() (won bool, retryAt time.Time) {
 	defer cancel()
 	entry, err := f.kv.Get(ctx, f.names.Consumer)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return true, time.Time{} // nothing shared yet
+		return true, f.renewAt(time.Now()) // nothing shared yet
 	}
 	if err != nil {
 		f.log.Warn("fleet breaker: could not read the shared state; probing from this instance", "err", err)
-		return true, time.Time{}
+		return true, f.renewAt(time.Now())
 	}
 	st, err := f.read(entry)
 	if err != nil {
 		f.log.Warn("fleet breaker: ignoring a malformed shared entry; probing from this instance", "err", err)
-		return true, time.Time{}
+		return true, f.renewAt(time.Now())
 	}
 	now := time.Now()
 	switch {
@@ -76,7 +76,9 @@ func (f *Breaker) claimProbe() (won bool, retryAt time.Time) {
 		// A later trip than this instance has applied: the watch brings it.
 		return false, f.retryAt(now, st.Until)
 	case st.State == resilience.StateHalfOpen && st.Owner == f.id:
-		return true, time.Time{}
+		// Still ours (a probe ended ignored and another task probes):
+		// renew it below, so that the fleet does not take it for silent,
+		// and learn of a takeover if it was taken for silent already.
 	case st.State == resilience.StateHalfOpen:
 		if silentAt := entry.Created().Add(f.probeTimeout); now.Before(silentAt) {
 			return false, f.retryAt(now, silentAt)
@@ -88,12 +90,23 @@ func (f *Breaker) claimProbe() (won bool, retryAt time.Time) {
 	if err == nil {
 		_, err = f.kv.Update(ctx, f.names.Consumer, b, entry.Revision())
 	}
-	if err != nil {
-		// Another instance claimed it first, or the server did not answer.
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// Another instance claimed it first.
 		return false, f.retryAt(now, now.Add(claimRecheck))
 	}
-	return true, time.Time{}
+	if err != nil {
+		// The bucket reads but does not write (no quorum, no permission):
+		// as when it cannot be read, probe from this instance rather than
+		// wait for a claim that nobody can store.
+		f.log.Warn("fleet breaker: could not store the claim of the probe; probing from this instance", "err", err)
+		return true, f.retryAt(now, now.Add(claimRecheck))
+	}
+	return true, f.renewAt(now)
 }
+
+// renewAt is when a won claim is asked again (and renewed): well within
+// the probe timeout, so that a live prober is not taken over.
+func (f *Breaker) renewAt(now time.Time) time.Time { return now.Add(f.probeTimeout / 2) }
 
 // retryAt bounds when a lost claim is tried again: not in a loop, and not
 // later than one probe timeout from now, whatever the entry says.
