@@ -10,8 +10,9 @@ import (
 )
 
 // A member that joins (or whose watch starts) while another member holds
-// the fleet's probe claim should not pull freely.
-func TestReviewJoinerDuringHalfOpen(t *testing.T) {
+// the fleet's probe claim does not pull or run: Watch applies the current
+// entry before it returns.
+func TestJoinerWaitsForAnotherMembersProbe(t *testing.T) {
 	e := newFleetEnv(t)
 	a, b := tripped(t, e, resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second})
 	winner, _ := race(t, e, a, b)
@@ -21,7 +22,6 @@ func TestReviewJoinerDuringHalfOpen(t *testing.T) {
 	}
 	defer report(resilience.OutcomeIgnored)
 	c := e.member(t, "c", resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second}, true)
-	time.Sleep(300 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	n, err := c.Allowance(ctx)
@@ -32,9 +32,9 @@ func TestReviewJoinerDuringHalfOpen(t *testing.T) {
 	}
 }
 
-// A prober whose probe ended Ignored keeps its cached claim: after the
-// claim times out and another member takes over, both run probes.
-func TestReviewStaleClaimTwoProbes(t *testing.T) {
+// A prober whose probe ended Ignored does not keep a stale claim: once the
+// claim times out and another member takes over, only one of them probes.
+func TestTakenOverClaimLeavesOneProber(t *testing.T) {
 	e := newFleetEnv(t)
 	const probeTimeout = 2 * time.Second
 	a, b := tripped(t, e, resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second}, WithProbeTimeout(probeTimeout))
