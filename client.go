@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,9 @@ type Client struct {
 	nc        *nats.Conn
 	publisher *queue.Publisher
 	names     queue.Names
+	// noReply says why Call cannot wait for results: the consumers'
+	// consumer.reply_subjects refuse every inbox this client could use.
+	noReply error
 }
 
 // NewClient connects to the NATS server cfg names, with its credentials and
@@ -52,14 +56,22 @@ func NewClient(cfg *Config) (*Client, error) {
 		url = "nats://" + cfg.Embedded.Listen
 		auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", "" // the embedded server serves no TLS
 	}
-	return dialClient(url, auth, names)
+	return dialClient(url, auth, names, cfg.Consumer.ReplySubjects)
 }
 
-// dialClient connects a client to url with auth's credentials.
-func dialClient(url string, auth natsconn.Auth, names queue.Names) (*Client, error) {
+// dialClient connects a client to url with auth's credentials, with an
+// inbox prefix that the consumers' reply allow-list accepts.
+func dialClient(url string, auth natsconn.Auth, names queue.Names, replyAllow []string) (*Client, error) {
 	authOpts, err := auth.Options()
 	if err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
+	}
+	prefix, noReply, err := callInbox(names, replyAllow)
+	if err != nil {
+		return nil, fmt.Errorf("nodeq: consumer.reply_subjects: %w", err)
+	}
+	if prefix != "" {
+		authOpts = append(authOpts, nats.CustomInboxPrefix(prefix))
 	}
 	nc, err := natsconn.Connect(url, "nodeq-client "+worker.DefaultID(), slog.Default(), authOpts...)
 	if err != nil {
@@ -70,7 +82,30 @@ func dialClient(url string, auth natsconn.Auth, names queue.Names) (*Client, err
 		nc.Close()
 		return nil, fmt.Errorf("nodeq: jetstream: %w", err)
 	}
-	return &Client{nc: nc, publisher: queue.NewPublisher(js, names), names: names}, nil
+	return &Client{nc: nc, publisher: queue.NewPublisher(js, names), names: names, noReply: noReply}, nil
+}
+
+// callInbox picks the inbox prefix Call waits for results under: the
+// connection's default (_INBOX, returned as "") when the consumers'
+// consumer.reply_subjects allow it, else the first allowed filter of the
+// form <prefix>.> without wildcards in <prefix>. With neither, consumers
+// would dead-letter every task Call publishes as invalid without running
+// it, so noReply says why Call refuses.
+func callInbox(names queue.Names, allow []string) (prefix string, noReply, err error) {
+	policy, err := queue.NewReplySubjects(names, allow)
+	if err != nil {
+		return "", nil, err
+	}
+	if policy.Check(nats.NewInbox()) == nil {
+		return "", nil, nil
+	}
+	for _, f := range allow {
+		p, ok := strings.CutSuffix(f, ".>")
+		if ok && !strings.ContainsAny(p, "*>") && policy.Check(p+".x") == nil {
+			return p, nil, nil
+		}
+	}
+	return "", fmt.Errorf("consumer.reply_subjects (%s) allow no inbox this client can wait on: consumers would dead-letter the task as invalid; allow _INBOX.> or a <prefix>.> filter", strings.Join(allow, ", ")), nil
 }
 
 // Close closes the connection. Calls in progress fail.
@@ -135,6 +170,9 @@ func (c *Client) Publish(ctx context.Context, nodeType string, payload []byte, o
 // it failed, res describes the failure and err is a *TaskError. When ctx
 // ends first, the task stays queued (or running) and err says so.
 func (c *Client) Call(ctx context.Context, nodeType string, payload []byte, opts ...PublishOption) (*Result, error) {
+	if c.noReply != nil {
+		return nil, fmt.Errorf("nodeq: Call %s: %w", nodeType, c.noReply)
+	}
 	env, err := newEnvelope(nodeType, payload, opts)
 	if err != nil {
 		return nil, err

@@ -232,3 +232,32 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("Handle(echo) after echo was added to the caller's config: %v", err)
 	}
 }
+
+// Call waits under an inbox the consumers' consumer.reply_subjects allow:
+// with only app1.> allowed (docs/security.md's own inbox prefix per
+// application), Call used _INBOX and every task was dead-lettered as
+// invalid without running while Call waited until its ctx ended.
+func TestCallInboxFollowsReplySubjects(t *testing.T) {
+	srv := startServer(t)
+	cfg := testConfig(srv)
+	cfg.Consumer.ReplySubjects = []string{"app1.>"}
+	startConsumer(t, cfg, handlers{"greet": func(ctx context.Context, tk *nodeq.Task) ([]byte, error) {
+		return []byte("hi"), nil
+	}})
+	res, err := newClient(t, cfg).Call(callCtx(t), "greet", nil)
+	if err != nil || string(res.Output) != "hi" {
+		t.Fatalf("Call with reply_subjects [app1.>] = %+v, %v", res, err)
+	}
+	if recs := deadLetters(t, inspect(t, srv)); len(recs) != 0 {
+		t.Fatalf("%d dead letters, first %s: %s", len(recs), recs[0].Reason, recs[0].Error)
+	}
+
+	cfg.Consumer.ReplySubjects = []string{"app1.*.results"}
+	client := newClient(t, cfg)
+	if _, err := client.Call(callCtx(t), "greet", nil); err == nil || !strings.Contains(err.Error(), "reply_subjects") {
+		t.Fatalf("Call with no usable inbox = %v, want an error before publishing", err)
+	}
+	if n := streamMsgs(t, inspect(t, srv), "NODEQ_TASKS"); n != 0 {
+		t.Fatalf("%d tasks published by a Call that cannot wait", n)
+	}
+}

@@ -108,7 +108,11 @@ func NewConsumer(cfg *Config, opts ...ConsumerOption) (*Consumer, error) {
 func newMetrics(reg prometheus.Registerer) (m *metrics.Metrics, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			m, err = nil, fmt.Errorf("nodeq: WithMetrics: %v (a registerer takes one consumer's metrics)", r)
+			cause, ok := r.(error)
+			if !ok {
+				cause = fmt.Errorf("%v", r)
+			}
+			m, err = nil, fmt.Errorf("nodeq: WithMetrics: %w (a registerer takes one consumer's metrics)", cause)
 		}
 	}()
 	return metrics.New(reg), nil
@@ -235,12 +239,12 @@ func (r *running) close() {
 // listener, the embedded server when no URL is set, the connection with the
 // consumer inbox and the configured credentials, and consumer.New. ctx is
 // the consumer's run: readiness ends with it.
-func (c *Consumer) setUp(ctx context.Context) (r *running, err error) {
+func (c *Consumer) setUp(ctx context.Context) (_ *running, err error) {
 	cfg, log := c.cfg, c.log
-	r = &running{}
+	r := &running{}
 	defer func() {
 		if err != nil {
-			r.close()
+			r.close() // r, not the nil result: what was opened so far
 		}
 	}()
 	m := c.metrics
@@ -257,13 +261,13 @@ func (c *Consumer) setUp(ctx context.Context) (r *running, err error) {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
 	r.closers = append(r.closers, closeConn)
-	c.url = nc.ConnectedUrl() // c.mu is held by Start
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
 	if r.consumer, err = consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: c.registry}); err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
 	probe.SetReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })
+	c.url = nc.ConnectedUrl() // c.mu is held by Start; only a started consumer has one
 	return r, nil
 }
 
@@ -283,5 +287,5 @@ func (c *Consumer) Client() (*Client, error) {
 	if c.cfg.NATS.URL == "" {
 		auth.CAFile, auth.CertFile, auth.KeyFile, auth.ServerName = "", "", "", "" // the embedded server serves no TLS
 	}
-	return dialClient(url, auth, c.cfg.QueueNames())
+	return dialClient(url, auth, c.cfg.QueueNames(), c.cfg.Consumer.ReplySubjects)
 }

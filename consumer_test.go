@@ -379,3 +379,31 @@ func TestConsumerClientBeforeStart(t *testing.T) {
 		t.Fatalf("Client before Start = %v, %v", cl, err)
 	}
 }
+
+// A Start that fails in its set-up returns the error (it used to panic on
+// the nil result it was closing) and releases what it opened: the embedded
+// server's port and store directory.
+func TestStartFailureReleasesTheEmbeddedServer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(startServer(t))
+	cfg.NATS.URL = ""
+	cfg.Embedded.Listen, cfg.Embedded.StoreDir = freeAddr(t), dir
+	c := newConsumer(t, cfg, handlers{"greet": func(ctx context.Context, tk *nodeq.Task) ([]byte, error) { return nil, nil }})
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := c.Start(cancelled); err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start with a cancelled ctx = %v, want context.Canceled", err)
+	}
+	if cl, err := c.Client(); err == nil {
+		cl.Close()
+		t.Fatal("Client of a consumer whose Start failed: no error")
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatalf("Stop after a failed Start = %v", err)
+	}
+	srv, err := nodeq.StartServer(nodeq.ServerOptions{Listen: cfg.Embedded.Listen, StoreDir: dir})
+	if err != nil {
+		t.Fatalf("the failed Start still holds the embedded server's address or store directory: %v", err)
+	}
+	srv.Shutdown()
+}

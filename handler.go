@@ -84,7 +84,7 @@ func WithConcurrency(max int) HandlerOption {
 }
 
 // Permanent marks err as not worth retrying: the task is dead-lettered at
-// once with reason permanent, and its waiter gets a *TaskError of kind
+// once with reason permanent_error, and its waiter gets a *TaskError of kind
 // "Other". Use it for input no retry can fix. It keeps err in the chain
 // (errors.Is and errors.As see through it); a nil err stays nil.
 func Permanent(err error) error { return resilience.Permanent(err) }

@@ -120,3 +120,13 @@ func TestPublishErrors(t *testing.T) {
 		}
 	}
 }
+
+// A failed task's error comes from its node (an HTTP body, a process's
+// stderr): publish --wait prints it escaped, as dlq list and show do.
+func TestPublishWaitEscapesTheError(t *testing.T) {
+	url := startConsumer(t)
+	code, _, errOut := runProducer(t, "", "publish", "fault", "--param", "kind=Other", "--param", `message="\u001b]0;pwned\u0007\u001b[2J"`, "--wait", "--nats-url", url)
+	if code != exitFailed || strings.ContainsAny(errOut, "\x1b\x07") || !strings.Contains(errOut, `\x1b]0;pwned\x07\x1b[2J`) {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}

@@ -210,7 +210,7 @@ func (c *publishCommand) printResult(res *task.Result) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(c.stdout, string(b))
+		fmt.Fprintln(c.stdout, string(cleanJSON(b)))
 	} else if res.OK {
 		_, _ = c.stdout.Write(res.Output)
 		if len(res.Output) > 0 && res.Output[len(res.Output)-1] != '\n' {
@@ -218,7 +218,10 @@ func (c *publishCommand) printResult(res *task.Result) error {
 		}
 	}
 	if !res.OK {
-		return fmt.Errorf("task %s failed (%s) after %d attempt(s) on %s: %s; it was dead-lettered", res.TaskID, res.ErrorKind, res.Attempts, res.Worker, res.Error)
+		// The error is the node's (an HTTP body, a process's stderr): escape
+		// it as dlq list and show do, before main prints it to the terminal.
+		return fmt.Errorf("task %s failed (%s) after %d attempt(s) on %s: %s; it was dead-lettered",
+			clean(res.TaskID), clean(res.ErrorKind), res.Attempts, clean(res.Worker), clean(res.Error))
 	}
 	return nil
 }

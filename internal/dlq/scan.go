@@ -51,6 +51,11 @@ func (s *Store) Snapshot(ctx context.Context) (last uint64, msgs uint64, err err
 	return info.State.LastSeq, info.State.Msgs, nil
 }
 
+// scanIdle is how long Scan waits for the next message before it takes the
+// records still pending as deleted meanwhile. The time fn takes does not
+// count (a rate-limited replay blocks in it).
+var scanIdle = 10 * time.Second
+
 // Scan calls fn for every record up to sequence last (0 means the current
 // last) that f selects, oldest first. Undecodable messages are passed with
 // Err set when f has no record-level conditions. fn returning an error stops
@@ -92,7 +97,7 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 	// nothing arrives for a while (the records still pending were deleted
 	// meanwhile). Either makes Next return ErrMsgIteratorClosed.
 	defer context.AfterFunc(ctx, it.Stop)()
-	const idle = 10 * time.Second
+	idle := scanIdle
 	idleTimer := time.AfterFunc(idle, it.Stop)
 	defer idleTimer.Stop()
 	for {
@@ -103,7 +108,7 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 			}
 			return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
 		}
-		idleTimer.Reset(idle)
+		idleTimer.Stop() // fn's time is not idleness: a slow replay must not end the scan
 		meta, err := msg.Metadata()
 		if err != nil {
 			return err
@@ -124,14 +129,17 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 		if seq >= last || meta.NumPending == 0 {
 			return nil
 		}
+		idleTimer.Reset(idle)
 	}
 }
 
 // onlyNodeTypes reports whether f has no conditions beyond node types
-// (which the subject already applied).
+// (which the subject already applied) and the paging cursors (which the
+// sequence already applied): an unreadable record must not vanish from
+// every page but the first.
 func (f *Filter) onlyNodeTypes() bool {
 	g := *f
-	g.NodeTypes = nil
+	g.NodeTypes, g.AfterSeq, g.BeforeSeq = nil, 0, 0
 	return g.IsZero()
 }
 

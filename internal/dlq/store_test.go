@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -288,5 +289,57 @@ func TestListBoundsForgedRecords(t *testing.T) {
 		len(r.Headers) != 1 || r.ReplayCount() != 2 {
 		t.Fatalf("error %d bytes, task ID %d, data %d, stack %d, causes %d, headers %d, replays %d",
 			len(r.Error), len(r.TaskID), len(r.Data), len(r.Stack), len(r.Causes), len(r.Headers), r.ReplayCount())
+	}
+}
+
+// An unreadable record is on its page whichever page that is: the paging
+// cursors are no record-level condition. It used to show only on a first
+// page, and following the cursors skipped it.
+func TestListPagesKeepUnreadableRecords(t *testing.T) {
+	st, js := testStore(t)
+	writeRecord(t, js, 1, "resize", 0)
+	publishRaw(t, js, "dlq.resize", nil) // seq 2
+	writeRecord(t, js, 3, "resize", 0)
+	for _, oldest := range []bool{false, true} {
+		var got []uint64
+		f := &Filter{}
+		for {
+			p, err := st.List(t.Context(), f, PageOptions{Limit: 1, Oldest: oldest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, seqs(p.Entries)...)
+			if p.Next == 0 {
+				break
+			}
+			if oldest {
+				f.AfterSeq = p.Next
+			} else {
+				f.BeforeSeq = p.Next
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, []uint64{1, 2, 3}) {
+			t.Errorf("oldest=%v: pages of one record gave %v, want [1 2 3]", oldest, got)
+		}
+	}
+}
+
+// A replay slower than the scan's idle timeout (--rate 5/m) replays every
+// selected record: the scan used to take the wait in fn for idleness, stop,
+// and report success with records left behind.
+func TestSlowReplayReplaysEverything(t *testing.T) {
+	defer func(d time.Duration) { scanIdle = d }(scanIdle)
+	scanIdle = 100 * time.Millisecond
+	st, js := testStore(t)
+	for i := 1; i <= 4; i++ {
+		writeRecord(t, js, i, "resize", 0)
+	}
+	sum, err := st.Replay(t.Context(), &Filter{}, ReplayOptions{Rate: 3, Concurrency: 1})
+	if err != nil || sum.Replayed != 4 {
+		t.Fatalf("replay = %+v, %v; want 4 replayed", sum, err)
+	}
+	if _, left, _ := st.Snapshot(t.Context()); left != 0 {
+		t.Fatalf("%d records left after the replay", left)
 	}
 }
