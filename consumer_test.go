@@ -125,6 +125,10 @@ func TestPermanentErrorDeadLetteredAndAccounted(t *testing.T) {
 		return counterValue(t, reg, "parse", "succeeded")+counterValue(t, reg, "parse", "dead_lettered") == published
 	})
 
+	// Counted once the ack or the terminate is sent; the stream drops
+	// the task once the server has processed it.
+	eventually(t, "the task stream to empty", func() bool { return streamMsgs(t, js, "NODEQ_TASKS") == 0 })
+
 	recs := deadLetters(t, js)
 	gotFailed := map[string]bool{}
 	for _, r := range recs {

@@ -112,6 +112,20 @@ func inspect(t *testing.T, srv *nodeq.Server) jetstream.JetStream {
 	return js
 }
 
+// streamLastSeq is the sequence of the last message a stream stored.
+func streamLastSeq(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
 // streamMsgs is how many messages a stream holds.
 func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 	t.Helper()
