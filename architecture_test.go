@@ -18,22 +18,26 @@ var allowedImports = map[string][]string{
 	"internal/version":    nil,
 	"internal/metrics":    nil,
 	"internal/resilience": nil,
+	"internal/tracing":    nil,
 	// Connecting, topology and messaging, records of failures.
 	"internal/natsconn": {"internal/task"},
-	"internal/queue":    {"internal/task"},
+	"internal/queue":    {"internal/task", "internal/tracing"},
 	"internal/dlq":      {"internal/task"},
 	// Acting on the fleet as a whole; running nodes.
 	"internal/fleet":    {"internal/queue", "internal/resilience"},
-	"internal/executor": {"internal/resilience", "internal/task"},
+	"internal/executor": {"internal/resilience", "internal/task", "internal/tracing"},
 	// Settling one delivery.
-	"internal/worker": {"internal/dlq", "internal/executor", "internal/metrics", "internal/queue", "internal/resilience", "internal/task", "internal/version"},
+	"internal/worker": {"internal/dlq", "internal/executor", "internal/metrics", "internal/queue", "internal/resilience", "internal/task", "internal/tracing", "internal/version"},
 	// The configuration knows every library's settings and builds the executors.
-	"internal/config": {"internal/dlq", "internal/executor", "internal/natsconn", "internal/queue", "internal/resilience", "internal/task"},
+	"internal/config": {"internal/dlq", "internal/executor", "internal/natsconn", "internal/queue", "internal/resilience", "internal/task", "internal/tracing"},
 	// The composition root of a consumer process.
 	"internal/consumer": {"internal/config", "internal/dlq", "internal/executor", "internal/fleet", "internal/metrics", "internal/natsconn",
-		"internal/queue", "internal/resilience", "internal/task", "internal/version", "internal/worker"},
+		"internal/queue", "internal/resilience", "internal/task", "internal/tracing", "internal/version", "internal/worker"},
 	// Test helpers.
 	"internal/natstest": {"internal/natsconn"},
+	// Operators' views: alert rules and a dashboard, as files; its tests
+	// check them against the series internal/metrics registers.
+	"deploy": {"internal/metrics"},
 	// The public Go API: a facade over the composition root.
 	"": {"internal/config", "internal/consumer", "internal/dlq", "internal/executor", "internal/metrics", "internal/natsconn",
 		"internal/queue", "internal/resilience", "internal/task", "internal/version", "internal/worker"},

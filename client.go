@@ -151,7 +151,9 @@ func WithDeadline(t time.Time) PublishOption {
 
 // Publish publishes a task of nodeType with payload (handed to the handler
 // as Task.Payload, byte for byte) and returns its ID once JetStream has
-// stored it. It does not wait for the task to run; Call does.
+// stored it. It does not wait for the task to run; Call does. When ctx
+// carries an OpenTelemetry span, the task carries its W3C trace context
+// (traceparent): a tracing consumer's spans of the task join that trace.
 func (c *Client) Publish(ctx context.Context, nodeType string, payload []byte, opts ...PublishOption) (string, error) {
 	env, err := newEnvelope(nodeType, payload, opts)
 	if err != nil {
@@ -168,7 +170,8 @@ func (c *Client) Publish(ctx context.Context, nodeType string, payload []byte, o
 // succeeded or been dead-lettered; while it is retried or waits for a
 // redelivery Call keeps waiting. When the task succeeded, err is nil; when
 // it failed, res describes the failure and err is a *TaskError. When ctx
-// ends first, the task stays queued (or running) and err says so.
+// ends first, the task stays queued (or running) and err says so. The task
+// carries ctx's trace context as with Publish.
 func (c *Client) Call(ctx context.Context, nodeType string, payload []byte, opts ...PublishOption) (*Result, error) {
 	if c.noReply != nil {
 		return nil, fmt.Errorf("nodeq: Call %s: %w", nodeType, c.noReply)

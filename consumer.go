@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/nodeq/nodeq/internal/consumer"
 	"github.com/nodeq/nodeq/internal/executor"
@@ -20,12 +21,14 @@ import (
 // handed back to run again on another delivery.
 var ErrInterrupted = consumer.ErrInterrupted
 
-// ConsumerOption configures NewConsumer; see WithLogger and WithMetrics.
+// ConsumerOption configures NewConsumer; see WithLogger, WithMetrics and
+// WithTracerProvider.
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
 	log *slog.Logger
 	reg prometheus.Registerer
+	tp  trace.TracerProvider
 }
 
 // WithLogger sets the logger of the consumer's structured logs (start,
@@ -44,6 +47,17 @@ func WithMetrics(reg prometheus.Registerer) ConsumerOption {
 	return func(o *consumerOptions) { o.reg = reg }
 }
 
+// WithTracerProvider records the consumer's spans (a span per task, per
+// attempt, per backoff wait and for the settle step; docs/operations.md,
+// "Tracing") with the program's own OpenTelemetry tracer provider, which
+// the program shuts down. Without it, the configuration's tracing section
+// decides: an OTLP/HTTP exporter when tracing.otlp_endpoint is set, no
+// spans otherwise. While tracing is on, a handler's ctx carries its
+// attempt's span: spans the handler starts from it join the task's trace.
+func WithTracerProvider(tp trace.TracerProvider) ConsumerOption {
+	return func(o *consumerOptions) { o.tp = tp }
+}
+
 // Consumer runs the tasks of its node types: the handlers registered with
 // Handle and the node types the configuration declares. It is cmd/consumer
 // in a program: the same set-up of streams and durable consumer, workers,
@@ -58,6 +72,7 @@ type Consumer struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	registry *executor.Registry
+	tp       trace.TracerProvider // WithTracerProvider's; nil: the configuration's
 
 	mu      sync.Mutex
 	url     string // the server the started consumer connected to
@@ -94,7 +109,7 @@ func NewConsumer(cfg *Config, opts ...ConsumerOption) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
-	c := &Consumer{cfg: &own, log: o.log, registry: registry}
+	c := &Consumer{cfg: &own, log: o.log, registry: registry, tp: o.tp}
 	if o.reg != nil {
 		if c.metrics, err = newMetrics(o.reg); err != nil {
 			return nil, err
@@ -263,7 +278,7 @@ func (c *Consumer) setUp(ctx context.Context) (_ *running, err error) {
 	r.closers = append(r.closers, closeConn)
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.Consumer.StartupTimeout)
 	defer cancel()
-	if r.consumer, err = consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: c.registry}); err != nil {
+	if r.consumer, err = consumer.New(setupCtx, consumer.Options{Config: cfg, Conn: nc, Logger: log, Metrics: m, Registry: c.registry, TracerProvider: c.tp}); err != nil {
 		return nil, fmt.Errorf("nodeq: %w", err)
 	}
 	probe.SetReady(func() bool { return ctx.Err() == nil && nc.IsConnected() })

@@ -118,6 +118,20 @@ func externalRows(ctx context.Context, c config, plan externalPlan, dir string, 
 	if rate == 0 {
 		return nil, fmt.Errorf("the plan's worker counts %v do not include %d", plan.workers, sleepWorkers)
 	}
+	step(fmt.Sprintf("consumer binary, echo, %d workers, a log line per success", sleepWorkers))
+	var logged float64
+	err = func() error {
+		p, err := x.startConsumer(ctx, sleepWorkers, "NODEQ_LOG_TASK_SUCCESS=true")
+		if err != nil {
+			return err
+		}
+		defer p.kill()
+		logged, err = throughput(c, func(n int) (float64, error) { return x.drainNodeq(ctx, p, n, "echo", nil) })
+		return err
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("echo with log.task_success: %w", err)
+	}
 
 	step("raw Consume, async Ack")
 	raw, err := throughput(c, func(n int) (float64, error) { return x.drainRaw(ctx, n) })
@@ -145,6 +159,8 @@ func externalRows(ctx context.Context, c config, plan externalPlan, dir string, 
 		rows = append(rows, withTarget(Row{Name: fmt.Sprintf("external: consume echo, %d workers, consumer binary defaults", w), Unit: "msgs/s",
 			Nodeq: echo[w], Baseline: raw, BaselineName: "raw Consume, async Ack (TCP, same server)"}, target, met))
 	}
+	rows = append(rows, Row{Name: fmt.Sprintf("external: consume echo, %d workers, log.task_success: true (an info line per task)", sleepWorkers), Unit: "msgs/s",
+		Nodeq: logged, Baseline: echo[sleepWorkers], BaselineName: "the same, log.task_success: false (the default)"})
 	bound := float64(sleepWorkers) / 0.001
 	rows = append(rows, withTarget(Row{Name: fmt.Sprintf("external: sleep 1ms, %d workers", sleepWorkers), Unit: "msgs/s",
 		Nodeq: sleepRate, Baseline: bound, BaselineName: fmt.Sprintf("bound: %d workers / 1 ms", sleepWorkers)}, ">= 0.9", sleepRate >= 0.9*bound))
@@ -325,7 +341,7 @@ type extConsumer struct {
 // level info, kept only as a tail for error messages), and waits until it
 // is ready. NODEQ_* and NATS_* variables of the bench's environment are not
 // passed on: they would change the configuration.
-func (x *external) startConsumer(ctx context.Context, workers int) (*extConsumer, error) {
+func (x *external) startConsumer(ctx context.Context, workers int, env ...string) (*extConsumer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -338,6 +354,7 @@ func (x *external) startConsumer(ctx context.Context, workers int) (*extConsumer
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, env...)
 	p := &extConsumer{consumerProc: &consumerProc{cmd: cmd, addr: addr, exited: make(chan struct{})}, log: &tailWriter{}}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -102,8 +101,14 @@ func statusCmd(a *app) *cobra.Command {
 	c := &statusCommand{app: a}
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show pending, in-flight, paused and dead-lettered counts of the shared consumer",
-		Args:  cobra.NoArgs,
+		Short: "Show pending, in-flight, paused and dead-lettered counts of the shared consumer, and its live processes",
+		Long: `Show the shared durable consumer's counts (pending, in flight, paused, dead letters, the
+fleet breaker) and every live consumer process that pulls from it: ID, version, node types,
+workers, tasks in flight, prefetched and held, breaker state and since when, paused, and when
+it last refreshed its entry. Each process announces itself in the Key-Value bucket
+nodeq_processes every few seconds and removes its entry when it stops; a process that died
+drops out when its entry expires (the bucket's TTL, 30s by default).`,
+		Args: cobra.NoArgs,
 	}
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print as JSON")
 	return a.bind(cmd, c)
@@ -118,15 +123,15 @@ func (c *statusCommand) run(ctx context.Context) error {
 			return err
 		}
 		if c.asJSON {
-			return json.NewEncoder(c.stdout).Encode(st)
+			return writeJSON(c.stdout, st) // text from shared buckets: cleanJSON
 		}
-		return printStatus(c.stdout, st)
+		return printStatus(c.stdout, st, time.Now())
 	})
 }
 
-// printStatus prints st for a terminal: text from the shared buckets is
-// cut and cleaned.
-func printStatus(w io.Writer, st *fleet.Status) error {
+// printStatus prints st for a terminal, ages as of now: text from the
+// shared buckets is cut and cleaned.
+func printStatus(w io.Writer, st *fleet.Status, now time.Time) error {
 	paused := "no"
 	if st.Paused {
 		paused = "until " + st.PausedUntil.Format(time.RFC3339)
@@ -159,8 +164,16 @@ func printStatus(w io.Writer, st *fleet.Status) error {
 		{"consumer", st.Consumer + " on " + st.Stream}, {"pending", st.Pending}, {"in flight", st.InFlight},
 		{"redelivered in flight", st.Redelivered}, {"waiting pull requests", st.Waiting}, {"paused", paused},
 		{"dead letters", deadLetters}, {"dead-letter store", store}, {"circuit breaker", breaker},
+		{"processes", processesSummary(st)},
 	} {
 		fmt.Fprintf(tw, "%s\t%v\n", row[0], row[1])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Processes) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	return printProcesses(w, st.Processes, now)
 }

@@ -95,5 +95,6 @@ Exit status: 0 done; 1 a publish, a task, a replay or the connection failed;
 	a.conn.register(pf, a.getenv)
 	a.nameFlags.register(pf)
 	root.AddCommand(publishCmd(a), statusCmd(a), pauseCmd(a), resumeCmd(a), dlqCmd(a))
+	root.AddCommand(breakerCmd(a))
 	return root
 }

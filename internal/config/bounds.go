@@ -44,6 +44,7 @@ var bounds = []bound{
 	{key: "redelivery.max_deliveries", min: 1, max: noMax, note: "1 means no redelivery"},
 	{key: "breaker.failure_threshold", min: 0, max: noMax, note: "0 turns it off"},
 	{key: "breaker.failure_rate", min: 0, max: 1, msg: "%[1]s: want a share of failures from %[2]s (off) to %[3]s, e.g. 0.5"},
+	{key: "tracing.sample_ratio", min: 0, max: 1, msg: "%[1]s: want a share of traces from %[2]s (none but those a producer's sampled trace continues) to %[3]s (all), e.g. 0.1"},
 	// Retry.policy checks these, in the global retry block and in each
 	// node's, where the block's policy uses the key.
 	{key: "retry.attempts", min: 1, max: noMax},

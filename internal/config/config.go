@@ -27,6 +27,7 @@ type Config struct {
 	Consumer   Consumer        `yaml:"consumer"`
 	Log        Log             `yaml:"log"`
 	Metrics    Metrics         `yaml:"metrics"`
+	Tracing    Tracing         `yaml:"tracing"`
 	Retry      Retry           `yaml:"retry"`
 	Redelivery Redelivery      `yaml:"redelivery"`
 	Breaker    Breaker         `yaml:"breaker"`
@@ -142,10 +143,25 @@ type Metrics struct {
 	Addr string `yaml:"addr"`
 }
 
+// Tracing configures OpenTelemetry tracing (docs/operations.md#tracing).
+type Tracing struct {
+	// OTLPEndpoint is the OTLP/HTTP collector URL spans are exported to,
+	// e.g. http://localhost:4318; empty means off (nothing is recorded).
+	OTLPEndpoint string `yaml:"otlp_endpoint" secret:"url"`
+	// SampleRatio is the share of traces starting in the consumer that
+	// are sampled; a task with a producer's trace context follows it.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// ServiceName is the spans' service.name.
+	ServiceName string `yaml:"service_name"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// TaskSuccess logs a line per succeeded task at info; off, the line
+	// is at debug.
+	TaskSuccess bool `yaml:"task_success"`
 }
 
 // Retry is an in-process retry policy. In a node's retry block, keys left

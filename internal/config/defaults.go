@@ -7,13 +7,15 @@ import (
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/tracing"
 )
 
 // The defaults that belong to the configuration. The others are the
 // library packages' own, which Default takes as they are: the names,
 // stream limits, ack wait and reply subjects of queue, the retry,
-// redelivery and cooldowns of resilience, the masked headers of dlq, and
-// the executors' limits (see executorKinds).
+// redelivery and cooldowns of resilience, the masked headers of dlq, the
+// sampling and service name of tracing, and the executors' limits (see
+// executorKinds).
 const (
 	DefaultListen           = "127.0.0.1:4222" // embedded.listen
 	DefaultStoreDir         = "./nodeq-data"   // embedded.store_dir
@@ -76,8 +78,9 @@ func Default() *Config {
 			PoisonAfter:      DefaultPoisonAfter,
 			MaxInflightBytes: DefaultMaxInflightBytes,
 		},
-		DLQ: DLQ{MaskHeaders: slices.Clone(dlq.DefaultMaskedHeaders)},
-		Log: Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		DLQ:     DLQ{MaskHeaders: slices.Clone(dlq.DefaultMaskedHeaders)},
+		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Tracing: Tracing{SampleRatio: tracing.DefaultSampleRatio, ServiceName: tracing.DefaultServiceName},
 		Retry: Retry{Policy: RetryExponential, Attempts: retry.Attempts, Delay: retry.Base, Multiplier: retry.Multiplier,
 			MaxDelay: retry.Max, Jitter: retry.Jitter},
 		Redelivery: Redelivery{MaxDeliveries: redelivery.MaxDeliveries, Backoff: slices.Clone(redelivery.Backoff)},

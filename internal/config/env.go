@@ -16,11 +16,14 @@ const EnvPrefix = "NODEQ_"
 
 // ApplyEnv sets every key whose environment variable is set. Values are
 // read as YAML scalars ("30s", "1MiB", "true"). Lists and maps (nodes,
-// redelivery.backoff) come only from the file.
+// redelivery.backoff) come only from the file. OpenTelemetry's standard
+// OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME are read too, below
+// NODEQ_TRACING_OTLP_ENDPOINT and NODEQ_TRACING_SERVICE_NAME.
 func (c *Config) ApplyEnv(getenv func(string) string) error {
 	if v := getenv("NATS_URL"); v != "" {
 		c.NATS.URL = v
 	}
+	c.applyOTelEnv(getenv)
 	var errs []error
 	walkScalars(reflect.ValueOf(c).Elem(), nil, func(path []string, v reflect.Value, _ reflect.StructField) {
 		name := EnvName(path)

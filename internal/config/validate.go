@@ -28,6 +28,7 @@ func (c *Config) Validate() error {
 			bad("metrics.addr", "%q is not host:port", c.Metrics.Addr)
 		}
 	}
+	errs = append(errs, c.validateTracing()...)
 	if err := c.QueueNames().Validate(); err != nil {
 		bad("names", "%v", err)
 	}

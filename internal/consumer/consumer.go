@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/nodeq/nodeq/internal/config"
 	"github.com/nodeq/nodeq/internal/dlq"
@@ -25,6 +26,7 @@ import (
 	"github.com/nodeq/nodeq/internal/metrics"
 	"github.com/nodeq/nodeq/internal/queue"
 	"github.com/nodeq/nodeq/internal/resilience"
+	"github.com/nodeq/nodeq/internal/tracing"
 	"github.com/nodeq/nodeq/internal/version"
 	"github.com/nodeq/nodeq/internal/worker"
 )
@@ -78,6 +80,10 @@ type Options struct {
 	// back unrun (prefetched when the breaker opened or shutdown began, or
 	// come too late for its pull request).
 	OnHandedBack func(jetstream.Msg)
+	// TracerProvider, if set, records the consumer's spans instead of the
+	// exporter the configuration's tracing section describes; its owner
+	// shuts it down (tests pass one with an in-memory exporter).
+	TracerProvider trace.TracerProvider
 }
 
 // Consumer is one consumer process's wiring. Build it with New, then Run it once.
@@ -94,6 +100,7 @@ type Consumer struct {
 	worker  *worker.Worker
 	puller  *queue.Puller
 	types   []string
+	traces  *tracing.Provider // the configured exporter, shut down by Run; nil when off (tracing.go)
 }
 
 // New sets up the streams, the durable consumer and the ledger (within
@@ -142,6 +149,7 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 		}
 	}
 	m.DLQDepth(c.dlqDepth)
+	m.Declare(metrics.Labels{NodeTypes: c.types, Stream: c.names.TaskStream, Version: version.String()})
 
 	if err := c.buildBreaker(ctx); err != nil {
 		return nil, c.setupErr(ctx, err)
@@ -176,11 +184,15 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 	case c.breaker != nil:
 		workerBreaker, gate = c.breaker, c.breaker
 	}
+	tracer, err := c.startTracing() // last: nothing after it fails (tracing.go)
+	if err != nil {
+		return nil, err
+	}
 	c.worker = worker.New(worker.Options{
 		Names: c.names, Registry: registry, DLQ: dlq.NewWriter(js, c.names.DLQPrefix), Replier: o.Conn, Replies: replies,
 		MaskHeaders: cfg.DLQ.MaskHeaders, MaxPayload: int(maxBody), AckWait: ackWait, KeptAlive: true, Acks: c.acks, AckAsync: cfg.Consumer.Ack == config.AckAsync,
 		RetryDelay: o.RetryDelay, Retry: retry, Redelivery: redelivery, Breaker: workerBreaker, Metrics: m, ID: o.ID, Logger: log,
-		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, MaxHeld: max(cfg.Consumer.Workers/2, 1),
+		Ledger: ledger, PoisonAfter: cfg.Consumer.PoisonAfter, LogSuccess: cfg.Log.TaskSuccess, MaxHeld: max(cfg.Consumer.Workers/2, 1), Tracer: tracer,
 	})
 	handle := c.worker.Handle
 	if o.OnHandled != nil {
@@ -294,6 +306,9 @@ func (c *Consumer) buildBreaker(ctx context.Context) error {
 // confirmations. It returns ErrInterrupted when the timeout cut tasks
 // short, or an error that stopped it from running.
 func (c *Consumer) Run(ctx context.Context) error {
+	// Last: the spans of the last tasks reach the collector (tracing.go).
+	defer c.stopTracing()
+	defer c.announce(ctx)() // in the process registry until Run returns (registry.go)
 	if c.fleet != nil {
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		defer stopWatch()
@@ -304,6 +319,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return fmt.Errorf("fleet breaker: %w", err)
 		}
 	}
+	defer c.watchStreamGauges()()
+	defer c.followControl(ctx)() // operators' breaker commands; those in force before pulling starts
 	c.log.Info("consumer ready", "nats_url", c.o.Conn.ConnectedUrlRedacted(), "stream", c.names.TaskStream, "consumer", c.names.Consumer, "subjects", c.names.TaskPrefix+".>",
 		"workers", c.cfg.Consumer.Workers, "prefetch", c.cfg.Consumer.Prefetch, "ack", c.cfg.Consumer.Ack,
 		"node_types", strings.Join(c.types, ","), "version", version.String())

@@ -75,6 +75,11 @@ type Record struct {
 	Sequence uint64 `msgpack:"stream_seq" json:"stream_seq"`
 	// NodeqVersion is the version of the consumer that wrote the record.
 	NodeqVersion string `msgpack:"nodeq_version" json:"nodeq_version"`
+	// TraceID is the trace (32 hex digits) of the consumer's spans of the
+	// task, when it traces: the producer's trace when the task carried a
+	// traceparent (kept in Headers), else one that began with the task.
+	// Empty when tracing is off. Older readers skip it.
+	TraceID string `msgpack:"trace_id,omitempty" json:"trace_id,omitempty"`
 	// Headers and Data are the original message's headers and body, byte for byte.
 	Headers map[string][]string `msgpack:"headers,omitempty" json:"headers,omitempty"`
 	Data    []byte              `msgpack:"data" json:"data"`

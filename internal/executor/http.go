@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
+	"github.com/nodeq/nodeq/internal/tracing"
 )
 
 // HTTPConfig configures an http node. The URL comes from the operator's
@@ -29,7 +30,8 @@ type HTTPConfig struct {
 }
 
 // HTTP returns an executor that POSTs the payload to cfg.URL. A 2xx response
-// body is the output. Connection errors, timeouts, 429 and 5xx are Transport
+// body is the output. When the run's ctx carries a span (tracing is on),
+// the request carries its W3C traceparent. Connection errors, timeouts, 429 and 5xx are Transport
 // (transient); other statuses are permanent (4xx Manifest, others Other).
 func HTTP(cfg HTTPConfig) (Executor, error) {
 	u, err := url.Parse(cfg.URL)
@@ -86,6 +88,7 @@ func (h *httpNode) execute(ctx context.Context, t *task.Envelope) ([]byte, error
 	if t.CorrelationID != "" {
 		req.Header.Set("Nodeq-Correlation-Id", t.CorrelationID)
 	}
+	tracing.InjectHTTP(ctx, req.Header) // the attempt's span, when tracing is on
 	for k, v := range h.cfg.Headers {
 		req.Header.Set(k, v)
 	}

@@ -1,6 +1,7 @@
 // Package fleet acts on the whole fleet of consumer processes that share
 // one durable consumer: it pauses and resumes them on the server, reads
-// their status, and keeps the fleet-wide state of the circuit breaker.
+// their status, keeps the registry of live processes (registry.go), and
+// keeps the fleet-wide state of the circuit breaker.
 package fleet
 
 import (
@@ -67,6 +68,16 @@ type Status struct {
 	// less room left than 1 MiB or 1% of its max_bytes: it refuses records
 	// that do not fit (Discard: New).
 	DLQFull bool `json:"dlq_full,omitempty"`
+	// Processes are the live consumer processes of the durable consumer,
+	// from the process registry (ListProcesses): at most MaxProcesses;
+	// ProcessesLeftOut counts those not listed, ProcessesMalformed the
+	// unreadable entries skipped. Their strings come from a shared
+	// bucket: escape them before printing them to a terminal.
+	Processes          []ProcessInfo `json:"processes"`
+	ProcessesLeftOut   int           `json:"processes_left_out,omitempty"`
+	ProcessesMalformed int           `json:"processes_malformed,omitempty"`
+	// ProcessesUnknown says why the registry could not be read, if so.
+	ProcessesUnknown string `json:"processes_unknown,omitempty"`
 }
 
 // GetStatus reads the shared consumer's state.
@@ -99,6 +110,11 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n queue.Names) (*Sta
 		st.DLQRefusingUnknown = err.Error()
 	} else {
 		st.DLQRefusing = held
+	}
+	if list, err := ListProcesses(ctx, js, n); err != nil {
+		st.ProcessesUnknown = err.Error()
+	} else {
+		st.Processes, st.ProcessesLeftOut, st.ProcessesMalformed = list.Processes, list.LeftOut, list.Malformed
 	}
 	if s, err := js.Stream(ctx, n.DLQStream); err == nil {
 		if si, err := s.Info(ctx); err == nil {

@@ -39,6 +39,12 @@ type Metrics struct {
 	prefetched         prometheus.Gauge
 	ackResends         prometheus.Counter
 	acksUnconfirmed    prometheus.Counter
+	queueWait          *prometheus.HistogramVec
+	streamPending      *prometheus.GaugeVec
+	streamAckPending   *prometheus.GaugeVec
+	streamRedelivered  *prometheus.GaugeVec
+	deadLetters        *prometheus.CounterVec
+	buildInfo          *prometheus.GaugeVec
 	reg                prometheus.Registerer
 }
 
@@ -105,10 +111,73 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "nodeq_acks_unconfirmed_total",
 		Help: "Acks the server never confirmed within ack_wait: their tasks may run again.",
 	})
+	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "nodeq_task_queue_wait_seconds",
+		Help:    "Time from JetStream storing a task to its node starting to run, per delivery (a redelivery counts from the first store).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 12), // 1ms .. ~70min
+	}, []string{"node_type"})
+	m.streamPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodeq_stream_pending_tasks",
+		Help: "Tasks stored in the stream and not yet delivered to any consumer process (the durable consumer's num_pending).",
+	}, []string{"stream"})
+	m.streamAckPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodeq_stream_ack_pending_tasks",
+		Help: "Tasks delivered and not yet acked or terminated, by every process (the durable consumer's num_ack_pending).",
+	}, []string{"stream"})
+	m.streamRedelivered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodeq_stream_redelivered_tasks",
+		Help: "Tasks delivered more than once and not yet acked or terminated (the durable consumer's num_redelivered).",
+	}, []string{"stream"})
+	m.deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodeq_dead_letters_total",
+		Help: "Dead-letter records stored, by node type and reason (invalid, unknown_node_type, permanent_error, retries_exhausted, deadline_exceeded, poison, other).",
+	}, []string{"node_type", "reason"})
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nodeq_build_info",
+		Help: "1, labelled with the version of the running nodeq build.",
+	}, []string{"version"})
 	m.reg = reg
 	reg.MustRegister(m.tasks, m.duration, m.inFlight, m.breakerState, m.breakerTransitions, m.attempts, m.paused, m.pull, m.heldRecords,
-		m.inFlightBytes, m.pullFailures, m.prefetched, m.ackResends, m.acksUnconfirmed)
+		m.inFlightBytes, m.pullFailures, m.prefetched, m.ackResends, m.acksUnconfirmed,
+		m.queueWait, m.streamPending, m.streamAckPending, m.streamRedelivered, m.deadLetters, m.buildInfo)
 	return m
+}
+
+// QueueWait observes how long a delivery waited, from the time JetStream
+// stored its task (its message metadata's timestamp) to started, when its
+// node starts to run. A redelivered task still counts from that first
+// store. An unknown (zero) stored time observes nothing; a negative wait,
+// from clocks that disagree, counts as 0.
+func (m *Metrics) QueueWait(nodeType string, stored, started time.Time) {
+	if m == nil || stored.IsZero() {
+		return
+	}
+	m.queueWait.WithLabelValues(nodeType).Observe(max(started.Sub(stored), 0).Seconds())
+}
+
+// StreamTasks is what the durable consumer's info says about the tasks of
+// its stream.
+type StreamTasks struct {
+	Pending     uint64 // stored, not yet delivered (num_pending)
+	AckPending  uint64 // delivered, not yet acked or terminated (num_ack_pending)
+	Redelivered uint64 // delivered more than once, not yet acked or terminated (num_redelivered)
+}
+
+// StreamTasks sets the stream gauges of the task stream named stream.
+func (m *Metrics) StreamTasks(stream string, t StreamTasks) {
+	if m != nil {
+		m.streamPending.WithLabelValues(stream).Set(float64(t.Pending))
+		m.streamAckPending.WithLabelValues(stream).Set(float64(t.AckPending))
+		m.streamRedelivered.WithLabelValues(stream).Set(float64(t.Redelivered))
+	}
+}
+
+// DeadLetter counts a dead-letter record stored. A reason outside the
+// fixed set (Reasons) counts as ReasonOther, so that the label stays bounded.
+func (m *Metrics) DeadLetter(nodeType, reason string) {
+	if m != nil {
+		m.deadLetters.WithLabelValues(nodeType, reasonLabel(reason)).Inc()
+	}
 }
 
 // Task counts one task event.
@@ -154,12 +223,15 @@ func (m *Metrics) Breaker(subscription string, state int, to string) {
 	}
 }
 
-// BreakerStarted shows a subscription's breaker as closed and its pulling
-// as not paused from start-up, before any transition.
+// BreakerStarted shows a subscription's breaker as closed, its pulling as
+// not paused and no transition counted, from start-up.
 func (m *Metrics) BreakerStarted(subscription string) {
 	if m != nil {
 		m.breakerState.WithLabelValues(subscription).Set(0)
 		m.paused.WithLabelValues(subscription).Set(0)
+		for _, to := range breakerStates {
+			m.breakerTransitions.WithLabelValues(subscription, to)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/nodeq/nodeq/internal/task"
+	"github.com/nodeq/nodeq/internal/tracing"
 )
 
 // Header names nodeq sets on task messages.
@@ -77,11 +78,15 @@ func (p *Publisher) Message(env *task.Envelope) (*nats.Msg, error) {
 }
 
 // Publish publishes one task and waits for JetStream's acknowledgement.
+// When ctx carries a span (OpenTelemetry), the task carries its W3C trace
+// context (traceparent, tracestate): the consumer's spans of the task
+// join that trace.
 func (p *Publisher) Publish(ctx context.Context, env *task.Envelope) (*jetstream.PubAck, error) {
 	msg, err := p.Message(env)
 	if err != nil {
 		return nil, err
 	}
+	tracing.Inject(ctx, msg.Header)
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return nil, fmt.Errorf("publish task %s to %s: %w", env.ID, msg.Subject, err)
@@ -111,7 +116,8 @@ type Outcome struct {
 // WithAckTimeout's) counted from when it was sent. It returns when every
 // task taken from tasks is reported, or when ctx is done: tasks awaiting
 // their PubAck are then reported Unconfirmed, the one in hand as not sent,
-// and no more are taken.
+// and no more are taken. When ctx carries a span, every task carries its
+// trace context, as with Publish.
 func (p *Publisher) PublishAll(ctx context.Context, tasks iter.Seq[*task.Envelope], window int, report func(Outcome)) error {
 	if window <= 0 {
 		window = 256
@@ -154,6 +160,7 @@ func (p *Publisher) PublishAll(ctx context.Context, tasks iter.Seq[*task.Envelop
 		if merr != nil {
 			pd.err = merr
 		} else {
+			tracing.Inject(ctx, msg.Header)
 			pd.deadline = time.Now().Add(timeout)
 			pd.fut, pd.err = p.js.PublishMsgAsync(msg)
 			if pd.err != nil {

@@ -128,6 +128,9 @@ type Transition struct {
 	// by the breaker's own outcomes or clock. Whatever shares the
 	// breaker's changes with others shares only those not Applied.
 	Applied bool
+	// Manual says the change was made by hand, with ForceOpen or Reset
+	// (an operator's command). Such a change is Applied too.
+	Manual bool
 }
 
 // Snapshot is a breaker's state at one moment.
@@ -140,6 +143,8 @@ type Snapshot struct {
 	// Generation counts the state changes: two snapshots with the same
 	// Generation saw no change between them.
 	Generation uint64
+	// Forced says the breaker is open by hand (ForceOpen) until Until.
+	Forced bool
 }
 
 // Breaker is a circuit breaker shared by the workers of one subscription
@@ -159,6 +164,7 @@ type Breaker struct {
 	openUntil  time.Time // when Open ends
 	probe      bool      // a half-open probe is running
 	leased     time.Time // half-open: when Allowance let the probe be pulled
+	forced     bool      // open by hand (ForceOpen) until openUntil
 	generation uint64    // bumped on every state change; stale outcomes are ignored
 	changed    chan struct{}
 	observers  []func(Transition)
@@ -222,7 +228,7 @@ func (b *Breaker) State() State { return b.Snapshot().State }
 func (b *Breaker) Snapshot() Snapshot {
 	b.mu.Lock()
 	notify := b.tick(time.Now())
-	snap := Snapshot{State: b.state, Trips: b.trips, Generation: b.generation}
+	snap := Snapshot{State: b.state, Trips: b.trips, Generation: b.generation, Forced: b.forced}
 	if b.state == StateOpen {
 		snap.Until = b.openUntil
 	}
@@ -252,8 +258,14 @@ func (b *Breaker) setState(to State, ext *external) func() {
 	b.generation++
 	b.probe = false
 	b.leased = time.Time{}
+	manual := ext != nil && ext.manual
+	b.forced = manual && to == StateOpen
 	switch to {
 	case StateOpen:
+		if manual { // an operator's open is no trip
+			b.openUntil = ext.until
+			break
+		}
 		b.trips++
 		cool := float64(b.s.Cooldown) * math.Pow(2, float64(b.trips-1))
 		b.openUntil = time.Now().Add(time.Duration(min(cool, float64(b.s.MaxCooldown))))
@@ -266,7 +278,7 @@ func (b *Breaker) setState(to State, ext *external) func() {
 		b.countsEnd = time.Now().Add(b.s.Interval)
 	}
 	b.wake()
-	t := Transition{Name: b.s.Name, From: from, To: to, Trips: b.trips, Applied: ext != nil}
+	t := Transition{Name: b.s.Name, From: from, To: to, Trips: b.trips, Applied: ext != nil, Manual: manual}
 	if to == StateOpen {
 		t.Until = b.openUntil
 	}
@@ -281,11 +293,12 @@ func (b *Breaker) setState(to State, ext *external) func() {
 	}
 }
 
-// external is a change taken with Apply: when it opens, the open period
-// and trips it names.
+// external is a change taken with Apply (or made by hand, manual): when
+// it opens, the open period and trips it names.
 type external struct {
-	until time.Time
-	trips int
+	until  time.Time
+	trips  int
+	manual bool
 }
 
 // wake tells the waiters (Acquire, Allowance) to look again; mu must be held.
@@ -497,7 +510,8 @@ func (b *Breaker) clearExpiredCounts(now time.Time) {
 // with access to it, so it is bounded: the breaker stays open at most
 // MaxCooldown from now, whatever until says. An open period that is
 // already over changes nothing in a half-open breaker, which is past it
-// (its probe goes on).
+// (its probe goes on). A breaker open by hand (ForceOpen) takes nothing
+// from outside until its forced open ends.
 func (b *Breaker) Apply(open bool, until time.Time, trips int) {
 	now := time.Now()
 	if latest := now.Add(b.s.MaxCooldown); until.After(latest) {
@@ -506,15 +520,63 @@ func (b *Breaker) Apply(open bool, until time.Time, trips int) {
 	b.mu.Lock()
 	notify := func() {}
 	switch {
+	case b.forced && now.Before(b.openUntil):
 	case open && b.state == StateHalfOpen && !until.After(now):
 	case open && b.state != StateOpen:
 		notify = b.setState(StateOpen, &external{until: until, trips: trips})
 	case open && !b.openUntil.Equal(until):
-		b.openUntil, b.trips = until, max(trips, b.trips)
+		b.openUntil, b.trips, b.forced = until, max(trips, b.trips), false
 		b.wake() // waiters re-read the cooldown
 	case !open && b.state != StateClosed:
 		notify = b.setState(StateClosed, &external{})
 	}
+	b.mu.Unlock()
+	notify()
+}
+
+// MaxForcedOpen bounds how long ForceOpen keeps a breaker open.
+const MaxForcedOpen = 24 * time.Hour
+
+// ForceOpen opens the breaker by hand (an operator's maintenance) until
+// the given time, at most MaxForcedOpen from now: nothing is pulled and
+// no task starts before then, whatever the cooldown, the outcomes of tasks
+// started earlier or Apply say. At until it goes half-open and probes, as
+// after any open. It is not a trip: the cooldown of the next trip does
+// not grow with it. Only until's passing, Reset or another ForceOpen end
+// it. An until that is not in the future changes nothing.
+//
+// Observers are told the change as Applied and Manual. A breaker that is
+// open already stays open, now until the given time, and tells no change.
+func (b *Breaker) ForceOpen(until time.Time) {
+	now := time.Now()
+	if !until.After(now) {
+		return
+	}
+	if latest := now.Add(MaxForcedOpen); until.After(latest) {
+		until = latest
+	}
+	b.mu.Lock()
+	notify := func() {}
+	if b.state == StateOpen {
+		b.openUntil, b.forced = until, true
+		b.wake() // waiters re-read the open period
+	} else {
+		notify = b.setState(StateOpen, &external{until: until, manual: true})
+	}
+	b.mu.Unlock()
+	notify()
+}
+
+// Reset closes the breaker at once (an operator's command), ending an
+// open period, forced or not, and a half-open probe, whose outcome is then
+// ignored; the counts and trips start again from zero. Observers are told
+// the change as Applied and Manual.
+func (b *Breaker) Reset() {
+	b.mu.Lock()
+	notify := b.setState(StateClosed, &external{manual: true})
+	// Closed already: only the counts start again.
+	b.counts = Counts{}
+	b.countsEnd = time.Now().Add(b.s.Interval)
 	b.mu.Unlock()
 	notify()
 }

@@ -508,3 +508,160 @@ func TestApplyPastOpen(t *testing.T) {
 		}
 	})
 }
+
+// blockedFor reports whether nothing may be pulled or started for d:
+// TryAcquire refuses and Allowance waits the whole time.
+func blockedFor(b *Breaker, d time.Duration) bool {
+	if _, _, ok := b.TryAcquire(); ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	_, err := b.Allowance(ctx)
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// A forced open holds until its time whatever else happens: no probe
+// runs before then, outcomes of tasks started earlier and changes applied
+// from the fleet change nothing; then the breaker probes as after any
+// open. It is no trip: the next trip's cooldown does not grow with it.
+func TestForceOpenHoldsUntilItsTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{Name: "s", ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second, MaxCooldown: time.Minute})
+		obs := &observed{}
+		b.Observe(obs.add)
+		inflight, _ := b.Acquire(context.Background()) // started while closed
+		start := time.Now()
+		until := start.Add(time.Hour)
+		b.ForceOpen(until)
+		if s := b.Snapshot(); s.State != StateOpen || !s.Forced || !s.Until.Equal(until) || s.Trips != 0 {
+			t.Fatalf("after ForceOpen: %+v", s)
+		}
+		inflight(OutcomeSuccess)       // stale: closes nothing
+		b.Apply(false, time.Time{}, 0) // the fleet's close
+		b.Apply(true, start.Add(time.Second), 1)
+		if s := b.Snapshot(); s.State != StateOpen || !s.Forced || !s.Until.Equal(until) {
+			t.Fatalf("an outcome or Apply changed a forced open: %+v", s)
+		}
+		if !blockedFor(b, time.Hour-time.Millisecond) {
+			t.Fatal("a task was let pull or start before the forced open ended")
+		}
+		time.Sleep(time.Millisecond)
+		if s := b.Snapshot(); s.State != StateHalfOpen || s.Forced {
+			t.Fatalf("after the forced open: %+v, want half-open", s)
+		}
+		probe, isProbe, ok := b.TryAcquire()
+		if !ok || !isProbe {
+			t.Fatal("no probe after the forced open")
+		}
+		probe(OutcomeFailure)
+		if s := b.Snapshot(); s.State != StateOpen || s.Trips != 1 || !s.Until.Equal(time.Now().Add(10*time.Second)) {
+			t.Fatalf("a failed probe after a forced open: %+v, want the first trip's cooldown", s)
+		}
+		got := obs.list()
+		if len(got) != 3 || !got[0].Manual || !got[0].Applied || got[0].To != StateOpen || !got[0].Until.Equal(until) ||
+			got[1].Manual || got[1].Applied || got[1].To != StateHalfOpen || got[2].Manual || got[2].To != StateOpen {
+			t.Fatalf("told %+v", got)
+		}
+	})
+}
+
+// A forced open is bounded to MaxForcedOpen; one not in the future
+// changes nothing; one given to an open breaker replaces its period,
+// longer or shorter, without telling a change.
+func TestForceOpenBounds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(1), Cooldown: 10 * time.Second})
+		obs := &observed{}
+		b.Observe(obs.add)
+		b.ForceOpen(time.Now())
+		b.ForceOpen(time.Now().Add(-time.Hour))
+		if s := b.Snapshot(); s.State != StateClosed || s.Generation != 0 || len(obs.list()) != 0 {
+			t.Fatalf("a forced open that is over changed the breaker: %+v", s)
+		}
+		b.ForceOpen(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+		if s := b.Snapshot(); !s.Until.Equal(time.Now().Add(MaxForcedOpen)) {
+			t.Fatalf("year 9999: open until %v, want %v", s.Until, time.Now().Add(MaxForcedOpen))
+		}
+		time.Sleep(MaxForcedOpen)
+		if s := b.State(); s != StateHalfOpen {
+			t.Fatalf("after MaxForcedOpen: %v", s)
+		}
+
+		b.Reset()
+		fail(t, b, OutcomeFailure) // a trip: open for 10s
+		told := len(obs.list())
+		b.ForceOpen(time.Now().Add(time.Minute)) // longer
+		if s := b.Snapshot(); !s.Forced || !s.Until.Equal(time.Now().Add(time.Minute)) || s.Trips != 1 {
+			t.Fatalf("a forced open of an open breaker: %+v", s)
+		}
+		b.ForceOpen(time.Now().Add(time.Second)) // shorter: the operator's word
+		if s := b.Snapshot(); !s.Until.Equal(time.Now().Add(time.Second)) {
+			t.Fatalf("a shorter forced open: %+v", s)
+		}
+		if n := len(obs.list()); n != told {
+			t.Fatalf("a forced open of an open breaker told %d changes", n-told)
+		}
+		time.Sleep(time.Second)
+		if s := b.State(); s != StateHalfOpen {
+			t.Fatalf("after the shorter forced open: %v", s)
+		}
+	})
+}
+
+// Reset closes at once from any state: a forced open, a cooldown, a
+// running probe (whose outcome is then ignored); the waiters pull again,
+// and the counts start from zero.
+func TestReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerSettings{ReadyToTrip: ConsecutiveFailures(3), Cooldown: 10 * time.Second})
+		obs := &observed{}
+		b.Observe(obs.add)
+
+		b.ForceOpen(time.Now().Add(time.Hour))
+		pulled := make(chan int, 1)
+		go func() { n, _ := b.Allowance(context.Background()); pulled <- n }()
+		synctest.Wait()
+		if len(pulled) != 0 {
+			t.Fatal("pulled while forced open")
+		}
+		b.Reset()
+		synctest.Wait()
+		if n := <-pulled; n != math.MaxInt || b.State() != StateClosed {
+			t.Fatalf("after Reset: allowance %d, state %v", n, b.State())
+		}
+		if got := obs.list(); len(got) != 2 || !got[1].Manual || !got[1].Applied || got[1].To != StateClosed {
+			t.Fatalf("told %+v", got)
+		}
+
+		// A probe running: Reset closes, and the probe's failure is stale.
+		for range 3 {
+			fail(t, b, OutcomeFailure)
+		}
+		time.Sleep(10 * time.Second)
+		probe, isProbe, ok := b.TryAcquire()
+		if !ok || !isProbe {
+			t.Fatal("no probe")
+		}
+		b.Reset()
+		probe(OutcomeFailure)
+		if s := b.Snapshot(); s.State != StateClosed || s.Trips != 0 {
+			t.Fatalf("a probe's failure after Reset: %+v", s)
+		}
+
+		// Closed already: no change told, but the counts start again.
+		fail(t, b, OutcomeFailure)
+		fail(t, b, OutcomeFailure)
+		told := len(obs.list())
+		b.Reset()
+		fail(t, b, OutcomeFailure)
+		fail(t, b, OutcomeFailure)
+		if s := b.State(); s != StateClosed || len(obs.list()) != told {
+			t.Fatalf("Reset of a closed breaker: %v, %d changes told", s, len(obs.list())-told)
+		}
+		fail(t, b, OutcomeFailure)
+		if s := b.State(); s != StateOpen {
+			t.Fatalf("three failures after the Reset: %v", s)
+		}
+	})
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/nodeq/nodeq/internal/dlq"
 	"github.com/nodeq/nodeq/internal/executor"
@@ -35,6 +36,9 @@ type Replier interface {
 
 // Options configure a Worker. Registry and DLQ are required.
 type Options struct {
+	// LogSuccess logs each succeeded task at info instead of debug
+	// (log.task_success).
+	LogSuccess bool
 	// Names are resolved (queue.Names.Resolve); the zero value means
 	// queue.DefaultNames().
 	Names    queue.Names
@@ -97,6 +101,11 @@ type Options struct {
 	PoisonAfter int
 	// Metrics, if set, count task outcomes.
 	Metrics *metrics.Metrics
+	// Tracer, if set, records a span per delivery, attempt, backoff wait
+	// and settle step (trace.go), continuing the trace a task's
+	// traceparent names; results carry the task span's traceparent. nil
+	// records nothing and reads no trace context.
+	Tracer trace.Tracer
 	// ID identifies this process in results and records. Default host/pid.
 	ID     string
 	Logger *slog.Logger
@@ -232,6 +241,7 @@ type job struct {
 	interrupted context.Context
 
 	received time.Time
+	stored   time.Time // when JetStream stored the task (its metadata); zero when unknown
 	first    time.Time // the first failure (or the start, or receipt) for records
 	label    string    // the node type as a metric label
 	log      taskLog
@@ -242,6 +252,9 @@ type job struct {
 	took     time.Duration
 	probe    bool // the task ran as the breaker's probe
 	probed   int  // 1 when its hand-back records a failed probe
+
+	// trace holds the delivery's spans; nil when tracing is off.
+	trace *taskTrace
 }
 
 // probedNow is 1 when the verdict ends a failed probe run.
@@ -272,6 +285,8 @@ func (j *job) endRun() {
 // It is a queue.Handler.
 func (w *Worker) Handle(ctx context.Context, d queue.Delivery) {
 	j := w.newJob(ctx, d)
+	j.trace = w.startTrace(j)
+	defer j.trace.end()
 	w.o.Metrics.InFlight(1)
 	defer w.o.Metrics.InFlight(-1)
 	// From here on, JetStream must not redeliver the task elsewhere while
@@ -293,7 +308,7 @@ func (w *Worker) newJob(ctx context.Context, d queue.Delivery) *job {
 		j.interrupted = context.Background()
 	}
 	if meta, _ := d.Msg.Metadata(); meta != nil {
-		j.seq, j.deliveries = meta.Sequence.Stream, int(meta.NumDelivered)
+		j.seq, j.deliveries, j.stored = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
 	j.first = j.received
 	j.label = w.label(w.o.Names.NodeTypeOf(d.Msg.Subject()))
@@ -373,11 +388,13 @@ func (w *Worker) run(j *job) Verdict {
 		defer cancel()
 	}
 	start := time.Now()
+	w.o.Metrics.QueueWait(j.label, j.stored, start)
 	var out []byte
 	var firstFailure time.Time
 	r := runNode(j.interrupted, runCtx, j.stopping, policy, func(n int) error {
 		var err error
-		out, err = node.Run(executor.WithAttempt(runCtx, executor.Attempt{Number: n, Delivery: j.deliveries}), env)
+		out, err = node.Run(executor.WithAttempt(j.trace.startAttempt(runCtx, n), executor.Attempt{Number: n, Delivery: j.deliveries}), env)
+		j.trace.endAttempt(err)
 		if err != nil && firstFailure.IsZero() {
 			firstFailure = time.Now()
 		}
@@ -385,7 +402,9 @@ func (w *Worker) run(j *job) Verdict {
 	}, func(n int, err error, delay time.Duration) {
 		j.log.Info("attempt failed; retrying", "attempt", n, "error_kind", resilience.KindOf(err).String(), "err", err, "retry_in", delay)
 		w.o.Metrics.Task(env.NodeType, metrics.Retried)
+		j.trace.startBackoff(n, delay)
 	})
+	j.trace.endBackoff(r.stopped)
 	r.probe, r.firstProbe = probe, j.tally.Probed == 0
 	j.took = time.Since(start)
 	if r.err == nil {
@@ -406,6 +425,7 @@ func (w *Worker) run(j *job) Verdict {
 // settle carries out a verdict: the breaker report, the effects on the
 // message and the stores, the metrics and the log line.
 func (w *Worker) settle(j *job, v Verdict) {
+	defer j.trace.startSettle(v, j.env)()
 	if j.report != nil {
 		j.report(v.Breaker)
 	}
@@ -415,12 +435,16 @@ func (w *Worker) settle(j *job, v Verdict) {
 	}
 	switch v.Verb {
 	case Ack:
-		w.publishResult(j.result, log)
+		w.publishResult(j, j.result, log)
 		w.ack(j, log)
 		w.o.Metrics.Task(j.label, Ack.String())
 		w.o.Metrics.Attempts(j.label, v.Attempts)
 		w.o.Metrics.Duration(j.label, j.took)
-		log.Debug("task succeeded", "outcome", Ack, "duration", j.took)
+		if w.o.LogSuccess {
+			log.Info("task succeeded", "outcome", Ack, "duration", j.took)
+		} else {
+			log.Debug("task succeeded", "outcome", Ack, "duration", j.took)
+		}
 	case Redeliver:
 		log.Warn("task redelivered: its attempts are spent", "outcome", Redeliver, "error_kind", v.Kind.String(), "err", v.Err,
 			"redeliver_in", v.Delay, "max_deliveries", w.o.Redelivery.MaxDeliveries)
@@ -463,6 +487,7 @@ func (w *Worker) HandBack(msg jetstream.Msg) {
 // nodeType is a metric label.
 func (w *Worker) handBack(j *job, nodeType string, delay time.Duration, why string, log taskLog) {
 	j.endRun()
+	j.trace.handBack(why, delay)
 	log.Warn("task handed back: "+why, "outcome", HandBack, "redeliver_in", delay)
 	w.o.Metrics.Task(nodeType, HandBack.String())
 	w.note(j, queue.Tally{HandedBack: 1, SoloDone: j.soloDone(), Probed: j.probed}, log)
@@ -633,7 +658,7 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 		Reason: f.reason, ErrorKind: f.kind.String(), Error: f.err.Error(), Causes: dlq.CauseChain(f.err),
 		Attempts: f.attempts, FirstFailure: f.first.UTC(), LastFailure: now, Worker: w.o.ID,
 		Subject: msg.Subject(), NodeqVersion: version.String(), Headers: dlq.MaskHeaders(msg.Headers(), w.o.MaskHeaders), Data: msg.Data(),
-		NodeType: w.o.Names.NodeTypeOf(msg.Subject()),
+		NodeType: w.o.Names.NodeTypeOf(msg.Subject()), TraceID: j.trace.traceID(),
 	}
 	var pe *executor.PanicError
 	if errors.As(f.err, &pe) {
@@ -658,7 +683,7 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 		if err != nil {
 			log.Warn("could not report the failure to the task's reply subject", "err", err)
 		}
-		w.publishResult(res, log)
+		w.publishResult(j, res, log)
 	}
 	// Terminations are not confirmed: a tracked task's ledger entry stays
 	// and expires by itself.
@@ -666,6 +691,7 @@ func (w *Worker) deadLetter(j *job, env *task.Envelope, f *failure, log taskLog)
 		log.Warn("terminate not sent; the task returns and its record is deduplicated", "term_err", err)
 	}
 	w.o.Metrics.Task(w.label(rec.NodeType), DeadLetter.String())
+	w.o.Metrics.DeadLetter(w.label(rec.NodeType), f.reason)
 	w.o.Metrics.Attempts(w.label(rec.NodeType), f.attempts)
 	log.Warn("task dead-lettered", "outcome", DeadLetter, "dlq_subject", w.o.Names.DLQSubject(rec.NodeType), "duration", now.Sub(f.first))
 }
@@ -925,11 +951,13 @@ func (w *Worker) result(env *task.Envelope, r *task.Result, msg jetstream.Msg) (
 	return out, nil
 }
 
-// publishResult sends a result made by result; nil sends nothing.
-func (w *Worker) publishResult(out *nats.Msg, log taskLog) {
+// publishResult sends a result made by result, with the traceparent of
+// the task's span when tracing is on; nil sends nothing.
+func (w *Worker) publishResult(j *job, out *nats.Msg, log taskLog) {
 	if out == nil {
 		return
 	}
+	j.trace.inject(out.Header)
 	if err := w.o.Replier.PublishMsg(out); err != nil {
 		log.Warn("could not publish the result", "reply_to", out.Subject, "err", err)
 	}
