@@ -28,7 +28,7 @@ func TestExternalRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(plan.workers) + 2 + 2 + 1; len(rows) != want {
+	if want := len(plan.workers) + 1 + 2 + 2 + 1; len(rows) != want { // echo rows, the success-log row, sleep, latency, RSS
 		t.Fatalf("%d rows, want %d: %+v", len(rows), want, rows)
 	}
 	finite := func(v float64) bool { return v > 0 && !math.IsNaN(v) && !math.IsInf(v, 0) }
