@@ -24,9 +24,25 @@ func (f *Breaker) ForceOpen(ctx context.Context, until time.Time) error {
 	if snap.State != resilience.StateOpen || !snap.Forced {
 		return nil // until was not in the future
 	}
+	var pause error
+	if pausedUntil(ctx, f).Before(snap.Until) { // never shorten an operator's longer pause (producer pause)
+		pause = Pause(ctx, f.js, f.names, snap.Until)
+	}
 	return errors.Join(
-		f.put(ctx, SharedState{State: resilience.StateOpen, Until: snap.Until, Trips: snap.Trips}),
-		Pause(ctx, f.js, f.names, snap.Until))
+		f.put(ctx, SharedState{State: resilience.StateOpen, Until: snap.Until, Trips: snap.Trips}), pause)
+}
+
+// pausedUntil is when the server-side pause of the durable consumer ends;
+// zero when it is not paused or that cannot be read.
+func pausedUntil(ctx context.Context, f *Breaker) time.Time {
+	c, err := f.js.Consumer(ctx, f.names.TaskStream, f.names.Consumer)
+	if err != nil {
+		return time.Time{}
+	}
+	if ci := c.CachedInfo(); ci != nil && ci.Paused {
+		return time.Now().Add(ci.PauseRemaining)
+	}
+	return time.Time{}
 }
 
 // Reset closes the whole fleet's breaker by an operator's command: the
@@ -36,7 +52,11 @@ func (f *Breaker) ForceOpen(ctx context.Context, until time.Time) error {
 // did not follow.
 func (f *Breaker) Reset(ctx context.Context) error {
 	f.local.Reset()
-	return errors.Join(
-		f.put(ctx, SharedState{State: resilience.StateClosed}),
-		Resume(ctx, f.js, f.names))
+	var resume error
+	// A pause longer than any the breaker makes is an operator's
+	// (producer pause): producer resume ends it, not a breaker close.
+	if until := pausedUntil(ctx, f); !until.IsZero() && !until.After(time.Now().Add(MaxManualOpen+time.Minute)) {
+		resume = Resume(ctx, f.js, f.names)
+	}
+	return errors.Join(f.put(ctx, SharedState{State: resilience.StateClosed}), resume)
 }

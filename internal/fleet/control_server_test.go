@@ -316,3 +316,38 @@ func TestForcedMemberIgnoresTheFleet(t *testing.T) {
 		t.Fatalf("b after the fleet's close: %+v, want still forced open", snap)
 	}
 }
+
+// An operator's pause (producer pause, until resumed) outlives a manual
+// open and its close: neither shortens it nor ends it.
+func TestManualOpenKeepsAnOperatorsPause(t *testing.T) {
+	e := newFleetEnv(t)
+	s := resilience.BreakerSettings{Cooldown: time.Second, MaxCooldown: 10 * time.Second}
+	a := e.member(t, "a", s, true)
+	ctx := context.Background()
+	if err := Pause(ctx, e.js, e.names, time.Now().Add(Forever)); err != nil {
+		t.Fatal(err)
+	}
+	remaining := func() time.Duration {
+		t.Helper()
+		c, err := e.js.Consumer(ctx, e.names.TaskStream, e.names.Consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci := c.CachedInfo(); ci.Paused {
+			return ci.PauseRemaining
+		}
+		return 0
+	}
+	if err := a.ForceOpen(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if r := remaining(); r < 365*24*time.Hour {
+		t.Fatalf("after a 1h manual open the operator's pause ends in %v", r)
+	}
+	if err := a.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := remaining(); r < 365*24*time.Hour {
+		t.Fatalf("after a manual close the operator's pause ends in %v, want it kept", r)
+	}
+}

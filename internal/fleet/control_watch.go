@@ -28,6 +28,10 @@ const (
 	controlMaxRetry = 30 * time.Second
 	// maxSeenIDs bounds the command IDs remembered across keys.
 	maxSeenIDs = 256
+	// controlBucketCheck is how often a watch looks whether its bucket is
+	// still the one it follows: the client's watch does not notice a
+	// bucket deleted and created again, whose revisions start at 1.
+	controlBucketCheck = 5 * time.Second
 )
 
 // controlWatch follows the control entries of one process.
@@ -40,9 +44,41 @@ type controlWatch struct {
 
 	// Guarded by being used by one goroutine at a time: WatchControl's
 	// caller until it returns, then the watch's goroutine.
-	lastRev  map[string]uint64 // per key, the last revision handled
-	ids      map[string]bool   // the IDs acted on
-	caughtUp bool              // the commands stored before start-up were looked at
+	lastRev  map[string]handled // per key, the last entry handled
+	ids      map[string]bool    // the IDs acted on
+	caughtUp bool               // the commands stored before start-up were looked at
+	bucket   time.Time          // when the bucket followed was created; zero if unknown
+}
+
+// bucketCreated is when kv's stream was created; zero if unknown.
+func bucketCreated(ctx context.Context, kv jetstream.KeyValue) time.Time {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}
+	}
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && s.StreamInfo() != nil {
+		return s.StreamInfo().Created
+	}
+	return time.Time{}
+}
+
+// sameBucket reports whether the bucket is still the one the watch
+// follows (true when that cannot be told).
+func (w *controlWatch) sameBucket(ctx context.Context) bool {
+	if w.bucket.IsZero() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, controlSetupTimeout)
+	defer cancel()
+	kv, err := bindControl(ctx, w.js)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return false
+	case err != nil:
+		return true
+	}
+	created := bucketCreated(ctx, kv)
+	return created.IsZero() || created.Equal(w.bucket)
 }
 
 // WatchControl follows the operators' commands to the breaker of one
@@ -75,7 +111,7 @@ func WatchControl(ctx context.Context, js jetstream.JetStream, n queue.Names, pr
 		log = slog.Default()
 	}
 	w := &controlWatch{js: js, fleetKey: ControlKey(n, ""), act: act, log: log,
-		lastRev: map[string]uint64{}, ids: map[string]bool{}}
+		lastRev: map[string]handled{}, ids: map[string]bool{}}
 	w.keys = []string{w.fleetKey}
 	for _, p := range processes {
 		if p == "" {
@@ -181,7 +217,9 @@ func (w *controlWatch) open(ctx context.Context) (*keyWatch, error) {
 		}
 		ready := make(chan watch, 1)
 		go func() {
-			kw, err := kv.WatchFiltered(wctx, w.keys)
+			// A copy: WatchFiltered prefixes the keys in place, and a
+			// second watch of the same keys would be refused.
+			kw, err := kv.WatchFiltered(wctx, slices.Clone(w.keys))
 			ready <- watch{kw, err}
 		}()
 		select {
@@ -198,6 +236,7 @@ func (w *controlWatch) open(ctx context.Context) (*keyWatch, error) {
 		return nil, fmt.Errorf("watch %s in bucket %s: %w", w.keys[0], ControlBucket, err)
 	}
 	watch := &keyWatch{KeyWatcher: kw, cancel: stopWatch}
+	w.bucket = bucketCreated(setup, kv)
 	if err := w.catchUp(setup, watch); err != nil {
 		watch.stop()
 		return nil, err
@@ -254,10 +293,17 @@ func (w *controlWatch) catchUp(ctx context.Context, kw *keyWatch) error {
 // and stops it.
 func (w *controlWatch) follow(ctx context.Context, kw *keyWatch) {
 	defer kw.stop()
+	check := time.NewTicker(controlBucketCheck)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-check.C:
+			if !w.sameBucket(ctx) {
+				w.log.Warn("operator control: the bucket was deleted or created again; following it anew", "bucket", ControlBucket)
+				return
+			}
 		case entry, ok := <-kw.Updates():
 			if !ok {
 				return
@@ -298,13 +344,27 @@ func (w *controlWatch) remember(id string) {
 	w.ids[id] = true
 }
 
-// take decodes an entry not handled before (by its key's revision),
-// warning of one that is malformed.
+// handled is the last entry of a key handled: its revision and when the
+// server stored it.
+type handled struct {
+	revision uint64
+	stored   time.Time
+}
+
+// newer reports whether entry came after h: a higher revision, or one
+// stored later (a bucket deleted and created again numbers its revisions
+// from 1 again).
+func (h handled) newer(entry jetstream.KeyValueEntry) bool {
+	return entry.Revision() > h.revision || entry.Created().After(h.stored)
+}
+
+// take decodes an entry not handled before (by its key's revision and
+// stored time), warning of one that is malformed.
 func (w *controlWatch) take(entry jetstream.KeyValueEntry) (Order, bool) {
-	if entry == nil || entry.Operation() != jetstream.KeyValuePut || entry.Revision() <= w.lastRev[entry.Key()] {
+	if entry == nil || entry.Operation() != jetstream.KeyValuePut || !w.lastRev[entry.Key()].newer(entry) {
 		return Order{}, false
 	}
-	w.lastRev[entry.Key()] = entry.Revision()
+	w.lastRev[entry.Key()] = handled{entry.Revision(), entry.Created()}
 	o, err := readOrder(entry, w.fleetKey)
 	if err != nil {
 		w.log.Warn("operator command ignored: malformed", "key", cleanText(entry.Key(), MaxProcessID), "revision", entry.Revision(), "err", err)
