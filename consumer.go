@@ -262,6 +262,12 @@ func (c *Consumer) setUp(ctx context.Context) (_ *running, err error) {
 			r.close() // r, not the nil result: what was opened so far
 		}
 	}()
+	// Closed last: the node executors (a compiled module, worker processes).
+	r.closers = append(r.closers, func() {
+		if err := c.registry.Close(); err != nil {
+			log.Warn("closing the node executors", "err", err)
+		}
+	})
 	m := c.metrics
 	probe, err := metrics.ServeProbes(cfg.Metrics.Addr, log)
 	if err != nil {

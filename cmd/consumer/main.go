@@ -193,6 +193,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := registry.Close(); err != nil {
+			log.Warn("closing the node executors", "err", err)
+		}
+	}()
 	probe, err := metrics.ServeProbes(cfg.Metrics.Addr, log)
 	if err != nil {
 		return err

@@ -220,6 +220,15 @@ type Node struct {
 	URL         string            `yaml:"url" secret:"url"`
 	Headers     map[string]string `yaml:"headers" secret:"true"`
 	MaxResponse ByteSize          `yaml:"max_response"`
+	// wasm (also env and max_output)
+	Module           string   `yaml:"module"`
+	MemoryLimit      ByteSize `yaml:"memory_limit"`
+	Mounts           []string `yaml:"mounts"`
+	CompilationCache string   `yaml:"compilation_cache"`
+	// worker (also command, dir, env, pass_env and max_output)
+	PoolSize           int           `yaml:"pool_size"`
+	MaxTasksPerProcess int           `yaml:"max_tasks_per_process"`
+	StartupTimeout     time.Duration `yaml:"startup_timeout"`
 }
 
 // Load reads path over the defaults. An empty path returns the defaults.

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -18,6 +20,8 @@ const (
 	ExecFault   = "fault"
 	ExecProcess = "process"
 	ExecHTTP    = "http"
+	ExecWasm    = "wasm"
+	ExecWorker  = "worker"
 )
 
 // An executorKind is one executor a node can name: the node keys it takes,
@@ -104,6 +108,60 @@ var executorKinds = []executorKind{
 		},
 		build: buildHTTP,
 	},
+	{
+		name:            ExecWasm,
+		keys:            []string{"module", "env", "mounts", "memory_limit", "max_output", "compilation_cache"},
+		defaults:        Node{MemoryLimit: executor.DefaultWasmMemoryLimit, MaxOutput: executor.DefaultMaxOutput},
+		timeoutRequired: true,
+		check: func(n Node, bad badKey) {
+			if n.Module == "" {
+				bad("module", "required for executor wasm, e.g. /opt/nodes/resize.wasm")
+				return
+			}
+			cfg, err := wasmConfig(n)
+			if err == nil {
+				err = cfg.Check()
+			}
+			var ce *executor.WasmConfigError
+			if errors.As(err, &ce) {
+				bad(ce.Field, "%v", ce.Err)
+			} else if err != nil {
+				bad("module", "%s", strings.TrimPrefix(err.Error(), "wasm node: "))
+			}
+		},
+		build: buildWasm,
+	},
+	workerKind,
+}
+
+// workerKind is the worker executor: a pool of long-lived processes.
+var workerKind = executorKind{
+	name:            ExecWorker,
+	keys:            []string{"command", "dir", "env", "pass_env", "max_output", "pool_size", "max_tasks_per_process", "startup_timeout"},
+	defaults:        Node{MaxOutput: executor.DefaultMaxOutput, PoolSize: executor.DefaultWorkerPoolSize, StartupTimeout: executor.DefaultWorkerStartupTimeout},
+	timeoutRequired: true,
+	check: func(n Node, bad badKey) {
+		switch {
+		case len(n.Command) == 0:
+			bad("command", `required for executor worker, e.g. ["python3", "/srv/nodes/resize.py"]`)
+		case n.PoolSize < 1 || n.PoolSize > executor.MaxWorkerPoolSize:
+			bad("pool_size", "%d is outside 1..%d", n.PoolSize, executor.MaxWorkerPoolSize)
+		case n.MaxTasksPerProcess < 0:
+			bad("max_tasks_per_process", "must not be negative (0 never recycles)")
+		case n.StartupTimeout < 0:
+			bad("startup_timeout", "must not be negative")
+		default:
+			if _, err := buildWorker(n); err != nil {
+				bad("command", "%s", strings.TrimPrefix(err.Error(), "worker node: "))
+			}
+		}
+	},
+	build: buildWorker,
+}
+
+func buildWorker(n Node) (executor.Executor, error) {
+	return executor.Worker(executor.WorkerConfig{Command: n.Command, Dir: n.Dir, Env: n.Env, PassEnv: n.PassEnv, MaxOutput: int(n.MaxOutput),
+		PoolSize: n.PoolSize, MaxTasksPerProcess: n.MaxTasksPerProcess, StartupTimeout: n.StartupTimeout})
 }
 
 func buildProcess(n Node) (executor.Executor, error) {
@@ -112,6 +170,28 @@ func buildProcess(n Node) (executor.Executor, error) {
 
 func buildHTTP(n Node) (executor.Executor, error) {
 	return executor.HTTP(executor.HTTPConfig{URL: n.URL, Headers: n.Headers, MaxResponse: int64(n.MaxResponse)})
+}
+
+// wasmConfig reads a wasm node's keys.
+func wasmConfig(n Node) (executor.WasmConfig, error) {
+	cfg := executor.WasmConfig{Module: n.Module, Env: n.Env, MemoryLimit: int64(n.MemoryLimit), MaxOutput: int(n.MaxOutput), CompilationCache: n.CompilationCache}
+	for _, s := range n.Mounts {
+		m, err := executor.ParseWasmMount(s)
+		if err != nil {
+			return cfg, &executor.WasmConfigError{Field: "mounts", Err: err}
+		}
+		cfg.Mounts = append(cfg.Mounts, m)
+	}
+	return cfg, nil
+}
+
+// buildWasm compiles a wasm node's module.
+func buildWasm(n Node) (executor.Executor, error) {
+	cfg, err := wasmConfig(n)
+	if err != nil {
+		return nil, err
+	}
+	return executor.Wasm(context.Background(), cfg)
 }
 
 // kindOf returns the executor a node runs: its executor key, or for a

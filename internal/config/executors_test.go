@@ -84,7 +84,9 @@ func TestEveryExecutorThroughTheTable(t *testing.T) {
   fault: {}
   cat: {executor: process, command: [/bin/cat], timeout: 5s}
   hook: {executor: http, url: %q, timeout: 5s}
-`, srv.URL)
+  box: {executor: wasm, module: %q, timeout: 5s}
+  py: {executor: worker, command: [python3, ../../sdk/python/examples/upper_node.py], pass_env: [PATH, HOME], timeout: 20s}
+`, srv.URL, writeEmptyWasm(t))
 	cfg, err := Parse("all.yaml", []byte(yml))
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +108,7 @@ func TestEveryExecutorThroughTheTable(t *testing.T) {
 		}
 	}
 	env := &task.Envelope{ID: "t1", NodeType: "x", Payload: []byte("hi"), Params: task.Params{"duration": "1ms"}}
-	for name, want := range map[string]string{"echo": "hi", "sleep": "hi", "cat": "hi", "hook": "posted", "fault": ""} {
+	for name, want := range map[string]string{"echo": "hi", "sleep": "hi", "cat": "hi", "hook": "posted", "fault": "", "box": "", "py": "HI"} {
 		n, ok := r.Lookup(name)
 		if !ok {
 			t.Fatalf("%s not registered", name)
@@ -131,12 +133,12 @@ func TestUnknownExecutorNamesTheKnownOnes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `x.yaml:3: nodes.r.executor: unknown executor "lambda": want echo, sleep, fault, process or http`
+	want := `x.yaml:3: nodes.r.executor: unknown executor "lambda": want echo, sleep, fault, process, http, wasm or worker`
 	if err := cfg.Validate(); err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
 	cfg, _ = Parse("x.yaml", []byte("nodes:\n  resize:\n    timeout: 1s\n"))
-	want = `x.yaml:2: nodes.resize.executor: required: "resize" is not a built-in node type, so say which executor runs it (process or http)`
+	want = `x.yaml:2: nodes.resize.executor: required: "resize" is not a built-in node type, so say which executor runs it (process, http, wasm or worker)`
 	if err := cfg.Validate(); err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
@@ -157,6 +159,8 @@ func setValue(t *testing.T, v reflect.Value) {
 		v.Set(reflect.ValueOf(map[string]string{"X": "x"}))
 	case reflect.Int64:
 		v.SetInt(int64(time.Second))
+	case reflect.Int:
+		v.SetInt(1)
 	default:
 		t.Fatalf("no test value for a %s", v.Type())
 	}
@@ -209,6 +213,10 @@ func TestRequiredKeys(t *testing.T) {
 			want = []string{"nodes.n.command", "nodes.n.timeout"}
 		case ExecHTTP:
 			want = []string{"nodes.n.url", "nodes.n.timeout"}
+		case ExecWasm:
+			want = []string{"nodes.n.module", "nodes.n.timeout"}
+		case ExecWorker:
+			want = []string{"nodes.n.command", "nodes.n.timeout"}
 		}
 		if !slices.Equal(fields, want) {
 			t.Errorf("%s with no keys: errors at %v, want %v", k.name, fields, want)

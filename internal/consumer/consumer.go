@@ -88,19 +88,22 @@ type Options struct {
 
 // Consumer is one consumer process's wiring. Build it with New, then Run it once.
 type Consumer struct {
-	o       Options
-	cfg     *config.Config
-	log     *slog.Logger
-	js      jetstream.JetStream
-	names   queue.Names
-	durable jetstream.Consumer
-	breaker *resilience.Breaker // this process's breaker: its state and listeners
-	fleet   *fleet.Breaker      // with breaker.scope fleet, the fleet's layer over breaker
-	acks    *queue.AckConfirmer
-	worker  *worker.Worker
-	puller  *queue.Puller
-	types   []string
-	traces  *tracing.Provider // the configured exporter, shut down by Run; nil when off (tracing.go)
+	o Options
+	// ownRegistry is the registry New built (Options.Registry unset);
+	// Run closes it.
+	ownRegistry *executor.Registry
+	cfg         *config.Config
+	log         *slog.Logger
+	js          jetstream.JetStream
+	names       queue.Names
+	durable     jetstream.Consumer
+	breaker     *resilience.Breaker // this process's breaker: its state and listeners
+	fleet       *fleet.Breaker      // with breaker.scope fleet, the fleet's layer over breaker
+	acks        *queue.AckConfirmer
+	worker      *worker.Worker
+	puller      *queue.Puller
+	types       []string
+	traces      *tracing.Provider // the configured exporter, shut down by Run; nil when off (tracing.go)
 }
 
 // New sets up the streams, the durable consumer and the ledger (within
@@ -119,11 +122,12 @@ func New(ctx context.Context, o Options) (*Consumer, error) {
 	cfg, log, m := o.Config, o.Logger, o.Metrics
 	c := &Consumer{o: o, cfg: cfg, log: log, names: cfg.QueueNames()}
 	registry := o.Registry
-	if registry == nil {
+	if registry == nil { // built here: Run closes it (its executors may hold modules or processes)
 		var err error
 		if registry, err = cfg.Registry(); err != nil {
 			return nil, err
 		}
+		c.ownRegistry = registry
 	}
 	c.types = registry.Types()
 	js, err := jetstream.New(o.Conn)
@@ -306,6 +310,13 @@ func (c *Consumer) buildBreaker(ctx context.Context) error {
 // confirmations. It returns ErrInterrupted when the timeout cut tasks
 // short, or an error that stopped it from running.
 func (c *Consumer) Run(ctx context.Context) error {
+	if c.ownRegistry != nil {
+		defer func() {
+			if err := c.ownRegistry.Close(); err != nil {
+				c.log.Warn("closing the node executors", "err", err)
+			}
+		}()
+	}
 	// Last: the spans of the last tasks reach the collector (tracing.go).
 	defer c.stopTracing()
 	defer c.announce(ctx)() // in the process registry until Run returns (registry.go)

@@ -4,7 +4,9 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"runtime/debug"
 	"sort"
 	"time"
@@ -77,6 +79,21 @@ func (r *Registry) Register(n Node) error {
 func (r *Registry) Lookup(nodeType string) (*Node, bool) {
 	n, ok := r.nodes[nodeType]
 	return n, ok
+}
+
+// Close releases what the registered executors hold (a compiled
+// WebAssembly module, a pool of worker processes): every executor that is
+// an io.Closer is closed. Call it once no node runs any more.
+func (r *Registry) Close() error {
+	var errs []error
+	for _, t := range r.Types() {
+		if c, ok := r.nodes[t].Executor.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("node type %s: %w", t, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Types returns the registered node types, sorted.

@@ -107,3 +107,31 @@ func TestSleepAndFault(t *testing.T) {
 		t.Fatalf("bad kind: %v", err)
 	}
 }
+
+// closerExec is an executor holding something to release.
+type closerExec struct {
+	Func
+	closed int
+	err    error
+}
+
+func (c *closerExec) Close() error { c.closed++; return c.err }
+
+// Close closes every executor that holds something, and names the node
+// type of each that failed.
+func TestRegistryClose(t *testing.T) {
+	r := NewRegistry()
+	ok, bad := &closerExec{}, &closerExec{err: errors.New("busy")}
+	for typ, ex := range map[string]Executor{"a": ok, "b": bad, "plain": Echo()} {
+		if err := r.Register(Node{Type: typ, Executor: ex}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := r.Close()
+	if ok.closed != 1 || bad.closed != 1 {
+		t.Fatalf("closed %d and %d times, want once each", ok.closed, bad.closed)
+	}
+	if err == nil || !strings.Contains(err.Error(), "node type b: busy") || strings.Contains(err.Error(), "node type a") {
+		t.Fatalf("Close = %v", err)
+	}
+}
