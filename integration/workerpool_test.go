@@ -40,6 +40,9 @@ nodeq_worker.serve(handle)
 // and succeeds, a task that fails for good is dead-lettered; nothing is lost.
 func TestWorkerPoolNode(t *testing.T) {
 	python, err := exec.LookPath("python3")
+	if err != nil && os.Getenv("CI") == "" {
+		t.Skipf("python3 not found, so this test is skipped (CI installs python3 and requires it): %v", err)
+	}
 	if err != nil {
 		t.Fatalf("python3 is required by this test (it runs sdk/python with a real interpreter): %v", err)
 	}

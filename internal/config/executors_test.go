@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
@@ -112,6 +114,10 @@ func TestEveryExecutorThroughTheTable(t *testing.T) {
 		n, ok := r.Lookup(name)
 		if !ok {
 			t.Fatalf("%s not registered", name)
+		}
+		if _, err := exec.LookPath("python3"); name == "py" && err != nil && os.Getenv("CI") == "" {
+			t.Log("python3 not found: the worker node is built but not run (CI installs python3 and runs it)")
+			continue
 		}
 		out, err := n.Run(context.Background(), env)
 		switch {

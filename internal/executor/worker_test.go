@@ -20,13 +20,19 @@ import (
 	"github.com/nodeq/nodeq/internal/task"
 )
 
-// python3 returns the interpreter the worker tests run. They do not skip:
-// the Python helper is part of what CI tests.
+// python3 returns the interpreter the worker tests run. In CI they do not
+// skip: the Python helper is part of what CI tests.
 // It is the interpreter itself (sys.executable), not a version manager's
 // shim on PATH, which would add its own start-up to every process run.
 func python3(t testing.TB) string {
 	t.Helper()
 	p, err := findPython3()
+	if err != nil && os.Getenv("CI") == "" {
+		// README's test command works with only Go: without python3 these
+		// tests are skipped there, never in CI (.ci/run sets CI and
+		// installs python3), where they fail instead.
+		t.Skipf("python3 not found, so the worker tests that run sdk/python are skipped (CI installs python3 and requires them): %v", err)
+	}
 	if err != nil {
 		t.Fatalf("python3 is required by the worker tests (they run sdk/python with a real interpreter); install Python 3.8 or later: %v", err)
 	}
