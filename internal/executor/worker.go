@@ -232,7 +232,7 @@ func (w *WorkerPool) start(ctx context.Context) (*workerProcess, error) {
 		w.mu.Lock()
 		w.starts++
 		w.mu.Unlock()
-		p, err := spawn(&w.cfg, w.path, w.log)
+		p, err := spawn(&w.cfg, w.path, w.log, w.done)
 		if err != nil {
 			w.failed(err, 0)
 		} else {
@@ -301,10 +301,12 @@ func (w *WorkerPool) close() {
 	for range cap(w.slots) {
 		w.slots <- struct{}{}
 	}
+	// Retired together: each may take up to twice KillGrace.
 	for {
 		select {
 		case p := <-w.idle:
-			p.retire()
+			w.wg.Add(1)
+			go func() { defer w.wg.Done(); p.retire() }()
 			continue
 		default:
 		}

@@ -52,7 +52,7 @@ type workerProcess struct {
 }
 
 // spawn starts a worker process and waits for its ready message.
-func spawn(cfg *WorkerConfig, path string, log *slog.Logger) (*workerProcess, error) {
+func spawn(cfg *WorkerConfig, path string, log *slog.Logger, closed <-chan struct{}) (*workerProcess, error) {
 	runID := rand.Text()
 	procCtx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(procCtx, path, cfg.Command[1:]...)
@@ -116,7 +116,7 @@ func spawn(cfg *WorkerConfig, path string, log *slog.Logger) (*workerProcess, er
 		p.stdin.Close()
 		close(p.exited)
 	}()
-	if err := p.handshake(); err != nil {
+	if err := p.handshake(closed); err != nil {
 		p.kill()
 		<-p.exited
 		return nil, err
@@ -139,8 +139,8 @@ func workerEnv(cfg *WorkerConfig, runID string) []string {
 	return append(env, RunIDEnv+"="+runID, fmt.Sprintf("NODEQ_WORKER_PROTOCOL=%d", WorkerProtocol))
 }
 
-// handshake waits for the ready message.
-func (p *workerProcess) handshake() error {
+// handshake waits for the ready message, or until closed (the pool's Close).
+func (p *workerProcess) handshake(closed <-chan struct{}) error {
 	timer := time.NewTimer(p.cfg.StartupTimeout)
 	defer timer.Stop()
 	select {
@@ -155,6 +155,8 @@ func (p *workerProcess) handshake() error {
 			p.runtimeKind = k
 		}
 		return nil
+	case <-closed:
+		return resilience.Wrap(resilience.Execution, fmt.Errorf("worker process %d: %w before its ready message", p.pid, errPoolClosed))
 	case <-timer.C:
 		return resilience.Wrap(p.runtimeKind, fmt.Errorf("worker process %d sent no ready message within the startup timeout of %v%s",
 			p.pid, p.cfg.StartupTimeout, p.stderrTail()))
@@ -321,9 +323,15 @@ func (p *workerProcess) runTask(ctx context.Context, t *task.Envelope) (out []by
 				return nil, resilience.Wrap(p.runtimeKind, fmt.Errorf("worker process %d broke the protocol: %w", p.pid, violation)), false
 			}
 			if written != nil { // answered before reading all of it: the write ends now or never
-				if err := <-written; err != nil {
+				select {
+				case err := <-written:
+					if err != nil {
+						p.kill()
+						return nil, p.died("while reading its task", nil), false
+					}
+				case <-ctx.Done(): // it stopped reading its task: it cannot run another
 					p.kill()
-					return nil, p.died("while reading its task", nil), false
+					return nil, resilience.Wrap(resilience.Execution, fmt.Errorf("worker process %d answered but did not read the rest of its task: %w (process group killed)", p.pid, ctx.Err())), false
 				}
 			}
 			return out, taskErr, true
