@@ -30,6 +30,8 @@ var allowedImports = map[string][]string{
 	"internal/worker": {"internal/dlq", "internal/executor", "internal/metrics", "internal/queue", "internal/resilience", "internal/task", "internal/tracing", "internal/version"},
 	// The configuration knows every library's settings and builds the executors.
 	"internal/config": {"internal/dlq", "internal/executor", "internal/natsconn", "internal/queue", "internal/resilience", "internal/task", "internal/tracing"},
+	// The operator's web console: acts through the fleet and dlq libraries.
+	"internal/console": {"internal/dlq", "internal/fleet", "internal/queue", "internal/resilience", "internal/version"},
 	// The composition root of a consumer process.
 	"internal/consumer": {"internal/config", "internal/dlq", "internal/executor", "internal/fleet", "internal/metrics", "internal/natsconn",
 		"internal/queue", "internal/resilience", "internal/task", "internal/tracing", "internal/version", "internal/worker"},

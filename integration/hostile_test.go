@@ -370,12 +370,18 @@ func TestReplayRefusesForgedRecords(t *testing.T) {
 		!bytes.Equal(m.Data, good) {
 		t.Fatalf("replayed task: headers %v, data %q", m.Header, m.Data)
 	}
-	// The operator's own destination must be a task subject too.
+	// The operator's own destination must be a task subject, of the task's
+	// own node type (its envelope names it: elsewhere it would be
+	// dead-lettered again at once).
 	other, err := st.Replay(ctx, &dlq.Filter{NodeTypes: []string{"echo"}}, dlq.ReplayOptions{To: "tasks.other"})
-	if err != nil || other.Replayed != 2 { // the two forged echo records, to tasks.other
+	if err != nil || other.Replayed != 0 || other.Refused != 2 { // the two forged echo records
 		t.Fatalf("replay --to tasks.other: %+v, %v", other, err)
 	}
-	t.Logf("published 5 pending + 1 replayed + 2 sent on --to; refused 4; the task stream holds %d", e.streamMsgs(e.names.TaskStream))
+	own, err := st.Replay(ctx, &dlq.Filter{NodeTypes: []string{"echo"}}, dlq.ReplayOptions{To: "tasks.echo"})
+	if err != nil || own.Replayed != 2 { // the same two, to the task subject of their node type
+		t.Fatalf("replay --to tasks.echo: %+v, %v", own, err)
+	}
+	t.Logf("published 5 pending + 1 replayed + 2 sent on --to; refused 4 then 2; the task stream holds %d", e.streamMsgs(e.names.TaskStream))
 }
 
 // TestForgedFleetBreakerEntryIsBounded writes the fleet breaker's shared

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,7 +91,7 @@ dead letters, use the operator's tool: producer --help (go run ./cmd/producer --
 			}
 			if f.checkOnly {
 				fmt.Fprintf(cmd.OutOrStdout(), "# configuration OK: %d node types (%s); defaults filled in, secrets masked\n%s",
-					len(cfg.Nodes), strings.Join(mustTypes(cfg), ", "), cfg.Resolved().Redacted())
+					len(cfg.Nodes), strings.Join(slices.Sorted(maps.Keys(cfg.Nodes)), ", "), cfg.Resolved().Redacted())
 				return nil
 			}
 			if err := serve(ctx, cfg, newLogger(stderr, cfg.Log)); err != nil {
@@ -125,14 +127,6 @@ dead letters, use the operator's tool: producer --help (go run ./cmd/producer --
 		}
 	}
 	return code
-}
-
-func mustTypes(cfg *config.Config) []string {
-	r, err := cfg.Registry()
-	if err != nil {
-		return nil
-	}
-	return r.Types()
 }
 
 // loadConfig applies defaults, file, environment and flags in that order, then validates.

@@ -211,12 +211,16 @@ func TestAuthenticatedServer(t *testing.T) {
 }
 
 // --check-config prints the configuration with the defaults filled in
-// (each node's too) and secrets masked, and exits 0 without connecting.
+// (each node's too: the values the consumer runs with, not the zeros of
+// keys left out) and secrets masked, and exits 0 without connecting. A zero
+// that stands for no value (decided at start, or none) says so.
 func TestCheckConfigShowsResolvedValues(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodeq.yaml")
-	yml := `nodes:
+	yml := `streams: {max_msg_size: 512KiB}
+nodes:
   sleep: {}
   resize: {executor: process, command: [/bin/cat], timeout: 30s, env: {API_KEY: s3cret-env}}
+  pool: {executor: worker, command: [cat], timeout: 30s, max_output: 0, pool_size: 0}
   notify:
     executor: http
     url: https://hooks.internal/notify?key=s3cret-query
@@ -234,7 +238,7 @@ func TestCheckConfigShowsResolvedValues(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
 	}
 	out := stdout.String()
-	if !strings.HasPrefix(out, "# configuration OK: 3 node types (notify, resize, sleep); defaults filled in, secrets masked\n") {
+	if !strings.HasPrefix(out, "# configuration OK: 4 node types (notify, pool, resize, sleep); defaults filled in, secrets masked\n") {
 		t.Fatalf("header:\n%s", out)
 	}
 	if strings.Contains(out, "s3cret") {
@@ -242,7 +246,8 @@ func TestCheckConfigShowsResolvedValues(t *testing.T) {
 	}
 	var printed struct {
 		Consumer struct {
-			Workers int `yaml:"workers"`
+			Workers    int    `yaml:"workers"`
+			MaxPayload string `yaml:"max_payload"`
 		} `yaml:"consumer"`
 		Nodes map[string]map[string]any `yaml:"nodes"`
 	}
@@ -252,10 +257,14 @@ func TestCheckConfigShowsResolvedValues(t *testing.T) {
 	if printed.Consumer.Workers != 7 {
 		t.Errorf("consumer.workers %d, want the environment's 7", printed.Consumer.Workers)
 	}
+	if printed.Consumer.MaxPayload != "512KiB" {
+		t.Errorf("consumer.max_payload %s, want streams.max_msg_size's 512KiB, which the consumer uses for 0", printed.Consumer.MaxPayload)
+	}
 	for node, want := range map[string]map[string]any{
 		"sleep":  {"executor": "sleep", "max_duration": "1h0m0s", "timeout": "0s"},
 		"resize": {"executor": "process", "max_output": "16MiB", "timeout": "30s"},
 		"notify": {"executor": "http", "max_response": "16MiB", "timeout": "10s", "url": "https://hooks.internal/notify?key=*****"},
+		"pool":   {"executor": "worker", "max_output": "16MiB", "pool_size": 2, "startup_timeout": "10s", "max_tasks_per_process": 0},
 	} {
 		for key, v := range want {
 			if got := printed.Nodes[node][key]; got != v {
@@ -265,6 +274,16 @@ func TestCheckConfigShowsResolvedValues(t *testing.T) {
 	}
 	if _, shown := printed.Nodes["sleep"]["command"]; shown {
 		t.Errorf("a sleep node shows process keys:\n%s", out)
+	}
+	for _, line := range []string{
+		"\n        timeout: 0s # none of its own",
+		"\n        concurrency: 0 # no limit of its own: consumer.workers bounds it\n",
+		"\n        max_tasks_per_process: 0 # never replaced\n",
+		"\n        timeout: 30s\n",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("no line %q:\n%s", line[1:], out)
+		}
 	}
 }
 

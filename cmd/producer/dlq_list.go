@@ -28,6 +28,7 @@ func listCmd(a *app, ff *filterFlags) *cobra.Command {
 		Short: "List records, newest first, a page at a time",
 		Example: `  producer dlq list --node-type resize --since 2h
   producer dlq list --kind Transport --match timeout --json
+  producer dlq list --group 3f2a9c81d0e4     # one failure group, from dlq stats
   producer dlq list --before-seq 4812        # the next (older) page`,
 		Args: cobra.NoArgs,
 	}
@@ -81,13 +82,13 @@ func (c *listCommand) run(ctx context.Context) error {
 		printItems(c.stdout, items)
 		switch {
 		case c.page.Oldest && p.Next != 0:
-			fmt.Fprintf(c.stdout, "\n%d records, oldest first; next page: --oldest --after-seq %d\n", len(items), p.Next)
+			fmt.Fprintf(c.stdout, "\n%s, oldest first; next page: --oldest --after-seq %d\n", plural(len(items), "record"), p.Next)
 		case c.page.Oldest:
-			fmt.Fprintf(c.stdout, "\n%d records, oldest first\n", len(items))
+			fmt.Fprintf(c.stdout, "\n%s, oldest first\n", plural(len(items), "record"))
 		case p.Next != 0:
-			fmt.Fprintf(c.stdout, "\n%d of %d matching records, newest first; next page: --before-seq %d\n", len(items), p.Matched, p.Next)
+			fmt.Fprintf(c.stdout, "\n%d of %s, newest first; next page: --before-seq %d\n", len(items), plural(p.Matched, "matching record"), p.Next)
 		default:
-			fmt.Fprintf(c.stdout, "\n%d matching records, newest first\n", p.Matched)
+			fmt.Fprintf(c.stdout, "\n%s, newest first\n", plural(p.Matched, "matching record"))
 		}
 		return nil
 	})

@@ -118,7 +118,7 @@ func TestListPaging(t *testing.T) {
 
 // dryRunLine and replayLine are the summaries of a dry run and a replay.
 var (
-	dryRunLine = regexp.MustCompile(`dry run: would replay (\d+) records, skip (\d+), refuse (\d+); nothing was changed`)
+	dryRunLine = regexp.MustCompile(`dry run: would replay (\d+) records?, skip (\d+), refuse (\d+); nothing was changed`)
 	replayLine = regexp.MustCompile(`replayed (\d+), already replayed (\d+), skipped (\d+), refused (\d+), failed (\d+) in`)
 )
 

@@ -12,25 +12,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nodeq/nodeq/internal/dlq"
-	"github.com/nodeq/nodeq/internal/queue"
-	"github.com/nodeq/nodeq/internal/task"
 )
-
-// shownRecord is show's JSON form.
-type shownRecord struct {
-	Seq     uint64      `json:"seq"`
-	Stored  time.Time   `json:"stored"`
-	Record  *dlq.Record `json:"record"`
-	Task    any         `json:"task,omitempty"`
-	TaskErr string      `json:"task_error,omitempty"`
-	Payload any         `json:"payload,omitempty"`
-	DataHex string      `json:"data_hex,omitempty"`
-}
 
 // showCommand prints one record in full.
 type showCommand struct {
@@ -79,88 +65,18 @@ func (c *showCommand) run(ctx context.Context) error {
 			return fmt.Errorf("record %d is not a nodeq dead-letter record: %w", c.seq, en.Err)
 		}
 		if c.asJSON {
-			return writeJSON(c.stdout, describe(en))
+			return writeJSON(c.stdout, dlq.Describe(en))
 		}
 		printRecord(c.stdout, en)
 		return nil
 	})
 }
 
-// describe decodes the original task for display.
-func describe(en *dlq.Entry) shownRecord {
-	r := en.Record
-	out := shownRecord{Seq: en.Seq, Stored: en.Time, Record: r}
-	var ct string
-	if vs := r.Headers[queue.HeaderContentType]; len(vs) > 0 {
-		ct = vs[0]
-	}
-	env, err := task.Decode(r.Data, ct)
-	if err != nil {
-		out.TaskErr = err.Error()
-		out.DataHex = hex.EncodeToString(r.Data)
-		return out
-	}
-	t := map[string]any{"v": env.Version, "id": env.ID, "node_type": env.NodeType, "payload_encoding": env.PayloadEncoding.String()}
-	for k, v := range map[string]string{"node_id": env.NodeID, "correlation_id": env.CorrelationID, "reply_to": env.ReplyTo} {
-		if v != "" {
-			t[k] = v
-		}
-	}
-	if len(env.Params) > 0 {
-		t["params"] = env.Params
-	}
-	if !env.CreatedAt.IsZero() {
-		t["created_at"] = env.CreatedAt
-	}
-	if !env.Deadline.IsZero() {
-		t["deadline"] = env.Deadline
-	}
-	out.Task = t
-	out.Payload = decodePayload(env)
-	return out
-}
-
-// decodePayload returns the payload as a displayable value: JSON and msgpack
-// decoded, UTF-8 text as a string, other bytes as hex.
-func decodePayload(env *task.Envelope) any {
-	// Decoding into Go values can cost 100 times the payload's size:
-	// a record's payload is a producer's, so count its values first.
-	if n := task.CountValues(env.Payload, env.PayloadEncoding); n > task.MaxParamValues || n < 0 {
-		return map[string]string{"hex": hex.EncodeToString(env.Payload)}
-	}
-	if env.PayloadEncoding == task.PayloadBytes && task.CountValues(env.Payload, task.PayloadJSON) > task.MaxParamValues {
-		if utf8.Valid(env.Payload) {
-			return string(env.Payload)
-		}
-		return map[string]string{"hex": hex.EncodeToString(env.Payload)}
-	}
-	switch env.PayloadEncoding {
-	case task.PayloadJSON:
-		var v any
-		if json.Unmarshal(env.Payload, &v) == nil {
-			return v
-		}
-	case task.PayloadMsgpack:
-		var v any
-		if task.UnmarshalMsgpack(env.Payload, &v) == nil {
-			return v
-		}
-	}
-	var v any
-	if json.Unmarshal(env.Payload, &v) == nil {
-		return v
-	}
-	if utf8.Valid(env.Payload) {
-		return string(env.Payload)
-	}
-	return map[string]string{"hex": hex.EncodeToString(env.Payload)}
-}
-
 // printRecord prints a record for a terminal: every text that comes from
 // the record is passed through clean (or cleanText, cleanJSON).
 func printRecord(w io.Writer, en *dlq.Entry) {
 	r := en.Record
-	d := describe(en)
+	d := dlq.Describe(en)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%s\n", k, clean(fmt.Sprint(v))) }
 	row("seq", en.Seq)
@@ -179,6 +95,9 @@ func printRecord(w io.Writer, en *dlq.Entry) {
 	row("worker", r.Worker)
 	row("original", fmt.Sprintf("%s (stream %s, seq %d)", r.Subject, r.Stream, r.Sequence))
 	row("nodeq version", r.NodeqVersion)
+	if r.TraceID != "" {
+		row("trace id", r.TraceID) // the consumer traces: its spans of the task
+	}
 	tw.Flush()
 	if len(r.Causes) > 1 {
 		fmt.Fprintln(w, "\ncause chain:")

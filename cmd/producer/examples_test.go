@@ -45,6 +45,10 @@ func TestExamplesRunAsWritten(t *testing.T) {
 			if args[0] != "producer" {
 				t.Fatalf("example %q does not start with producer", ex)
 			}
+			if args[1] == "ui" { // serves until stopped: check it serves, then stop it
+				checkUIExample(t, append(args[1:], "--nats-url", url)...)
+				return
+			}
 			code, out, errOut := runProducer(t, "y\n", append(args[1:], "--nats-url", url)...)
 			if code != exitOK {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)

@@ -133,11 +133,11 @@ func (c *statusCommand) run(ctx context.Context) error {
 // shared buckets is cut and cleaned.
 func printStatus(w io.Writer, st *fleet.Status, now time.Time) error {
 	paused := "no"
-	if st.Paused {
-		paused = "until " + st.PausedUntil.Format(time.RFC3339)
-		if time.Until(st.PausedUntil) > fleet.Forever/2 {
-			paused = "until resumed"
-		}
+	switch {
+	case st.Paused && st.PausedIndefinitely:
+		paused = "until resumed"
+	case st.Paused:
+		paused = "until " + st.PausedUntil.UTC().Format(time.RFC3339)
 	}
 	breaker := "per process (see the nodeq_breaker_state metric of each consumer)"
 	if st.Breaker != "" {

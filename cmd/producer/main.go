@@ -25,9 +25,10 @@ import (
 
 // Exit codes, documented in docs/operations.md.
 const (
-	exitOK     = 0
-	exitFailed = 1 // a publish, a task, a replay or a connection failed, or a wait timed out
-	exitUsage  = 2 // bad flags, arguments or names
+	exitOK       = 0
+	exitFailed   = 1 // a publish, a task, a replay or a connection failed
+	exitUsage    = 2 // bad flags, arguments or names
+	exitNoResult = 3 // publish --wait timed out: no result yet; the task is still queued or running
 )
 
 func main() {
@@ -59,6 +60,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &usage):
 		return exitUsage
+	case errors.Is(err, errNoResult):
+		return exitNoResult
 	}
 	return exitFailed
 }
@@ -72,13 +75,17 @@ func newRoot(a *app) *cobra.Command {
 file) and waits for their results; shows the fleet's status, pauses and resumes it;
 and inspects, replays and purges the dead-letter queue.
 
-Every command connects with --nats-url (env NATS_URL) and the NODEQ_NATS_* credentials
-or the --nats-*/--tls-* flags, and finds nodeq's streams and consumer by the name flags
---task-stream, --task-prefix, --dlq-stream, --dlq-prefix and --consumer (the names.*
-settings of the consumers; the defaults are theirs).
+Every command connects as natscli does: to -s/--server (alias --nats-url; env NATS_URL),
+with the settings of, first to last, the flags (--creds, --nats-*, --tls-*), the
+NODEQ_NATS_* variables, the NATS_* variables (NATS_USER, NATS_PASSWORD, NATS_TOKEN,
+NATS_CREDS, NATS_NKEY) and a natscli context (--context NAME, env NATS_CONTEXT, else
+the one "nats context select" chose; --no-context for none). It finds nodeq's streams
+and consumer by the name flags --task-stream, --task-prefix, --dlq-stream, --dlq-prefix
+and --consumer (the names.* settings of the consumers; the defaults are theirs).
 
 Exit status: 0 done; 1 a publish, a task, a replay or the connection failed;
-2 bad flags, arguments or names. See docs/operations.md.`,
+2 bad flags, arguments or names; 3 publish --wait timed out: no result yet, the
+task is still queued or running. See docs/operations.md.`,
 		Example: `  producer publish echo '{"text":"hi"}' --wait
   producer status
   producer pause --until 30m
@@ -95,6 +102,6 @@ Exit status: 0 done; 1 a publish, a task, a replay or the connection failed;
 	a.conn.register(pf, a.getenv)
 	a.nameFlags.register(pf)
 	root.AddCommand(publishCmd(a), statusCmd(a), pauseCmd(a), resumeCmd(a), dlqCmd(a))
-	root.AddCommand(breakerCmd(a))
+	root.AddCommand(breakerCmd(a), uiCmd(a))
 	return root
 }

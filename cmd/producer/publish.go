@@ -19,8 +19,41 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nodeq/nodeq/internal/queue"
+	"github.com/nodeq/nodeq/internal/resilience"
 	"github.com/nodeq/nodeq/internal/task"
 )
+
+// defaultWaitTimeout is how long publish --wait waits for a result when
+// --timeout is not given. It must be longer than a failing task takes to
+// reach its outcome under the consumers' default retry schedule
+// (retryScheduleWait of the defaults: 35.9s of backoffs and redelivery
+// delays, plus nine runs of its node); TestDefaultWaitOutlastsTheSchedule
+// keeps the two apart.
+const defaultWaitTimeout = time.Minute
+
+// retryScheduleWait is how long a task that fails every attempt with a
+// transient error waits in all, before it is dead-lettered, under retry
+// policy p and redelivery policy r: every in-process backoff of each
+// delivery, and the delay before each redelivery. The runs of its node,
+// and the time a consumer takes to pull it again, come on top. With
+// jitter it is one draw of the policy.
+func retryScheduleWait(p resilience.Policy, r resilience.Redelivery) time.Duration {
+	var total time.Duration
+	for delivery := 1; ; delivery++ {
+		for attempt := 1; ; attempt++ {
+			d, again := p.NextRetry(attempt)
+			if !again {
+				break
+			}
+			total += d
+		}
+		d, again := r.Next(delivery)
+		if !again {
+			return total
+		}
+		total += d
+	}
+}
 
 // publishCommand publishes one task, or every task of a JSON Lines file.
 type publishCommand struct {
@@ -35,15 +68,26 @@ type publishCommand struct {
 	deadline      time.Duration
 	wait          bool
 	timeout       time.Duration
+	timeoutSet    func() bool // whether --timeout was given
 	jsonOut       bool
 	quiet         bool
 	window        int
 
+	// ackTimeout is how long a task waits for its PubAck: --timeout, or
+	// with --wait at most queue.DefaultAckTimeout (validate sets it).
+	ackTimeout time.Duration
 	// task is the single task validate builds; run adds its payload.
 	task *task.Envelope
 }
 
 func publishCmd(a *app) *cobra.Command {
+	c, cmd := newPublishCommand(a)
+	return a.bind(cmd, c)
+}
+
+// newPublishCommand makes the command and its cobra.Command, flags
+// registered, not yet bound.
+func newPublishCommand(a *app) (*publishCommand, *cobra.Command) {
 	c := &publishCommand{app: a}
 	cmd := &cobra.Command{
 		Use:   "publish NODE_TYPE [PAYLOAD] | publish --file TASKS.jsonl",
@@ -70,18 +114,34 @@ as failed; the rest are published.`,
 	fl.StringArrayVarP(&c.params, "param", "p", nil, "node parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string")
 	fl.DurationVar(&c.deadline, "deadline", 0, "give up on the task if it has not run within this duration (e.g. 30s)")
 	fl.BoolVar(&c.wait, "wait", false, "wait for the task's result and print its output")
-	fl.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long --wait waits, and how long each task may wait for JetStream to confirm it (its PubAck)")
+	fl.DurationVar(&c.timeout, "timeout", 0, fmt.Sprintf("with --wait, how long to wait for the result after the PubAck (default %v: a failing task waits %v "+
+		"under the consumers' default retry schedule, plus its node's runs; the PubAck waits at most %v); "+
+		"without --wait, how long each task may wait for JetStream to confirm it with its PubAck (default %v)",
+		defaultWaitTimeout, retryScheduleWait(resilience.DefaultPolicy(), resilience.DefaultRedelivery()), queue.DefaultAckTimeout, queue.DefaultAckTimeout))
+	c.timeoutSet = func() bool { return fl.Changed("timeout") }
 	fl.BoolVar(&c.jsonOut, "json", false, "print the whole result (with --wait) or the publish acknowledgement as JSON")
 	fl.BoolVarP(&c.quiet, "quiet", "q", false, "no progress bar with --file")
 	fl.IntVar(&c.window, "window", 256, "with --file, how many publishes may await their acknowledgement at once")
-	return a.bind(cmd, c)
+	return c, cmd
 }
 
 func (c *publishCommand) setArgs(args []string) { c.args = args }
 
 func (c *publishCommand) validate() error {
-	if c.timeout <= 0 {
+	switch {
+	case c.timeoutSet() && c.timeout <= 0:
 		return usagef("--timeout %v: want a positive duration, e.g. 30s", c.timeout)
+	case !c.timeoutSet() && c.wait:
+		c.timeout = defaultWaitTimeout
+	case !c.timeoutSet():
+		c.timeout = queue.DefaultAckTimeout
+	}
+	// A PubAck that takes longer than queue.DefaultAckTimeout means no
+	// stream or a stuck server, not a slow task: --wait's longer timeout
+	// is for the result.
+	c.ackTimeout = c.timeout
+	if c.wait {
+		c.ackTimeout = min(c.timeout, queue.DefaultAckTimeout)
 	}
 	if c.window <= 0 {
 		return usagef("--window %d: want 1 or more", c.window)
@@ -171,7 +231,7 @@ func (c *publishCommand) publishOne(ctx context.Context, env *task.Envelope) err
 		}
 		defer sub.Unsubscribe()
 	}
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	pctx, cancel := context.WithTimeout(ctx, c.ackTimeout)
 	defer cancel()
 	ack, err := queue.NewPublisher(js, c.names).Publish(pctx, env)
 	if err != nil {
@@ -198,7 +258,8 @@ func (c *publishCommand) publishOne(ctx context.Context, env *task.Envelope) err
 		}
 		return c.printResult(res)
 	case <-timer.C:
-		return fmt.Errorf("no result for task %s within %v: it is still queued or running (is a consumer running?)", env.ID, c.timeout)
+		hint := fleetHint(ctx, js, c.names, env.NodeType)
+		return fmt.Errorf("%w for task %s within %v; %s", errNoResult, env.ID, c.timeout, hint)
 	case <-ctx.Done():
 		return fmt.Errorf("interrupted while waiting for task %s; it stays queued", env.ID)
 	}
@@ -231,7 +292,7 @@ func (c *publishCommand) explainPublishError(err error) error {
 	case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: no stream stores %s.>; start a consumer once (it creates the streams) or check --task-prefix", err, c.names.TaskPrefix)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %s", err, noPubAckHint(c.timeout, c.names.TaskPrefix))
+		return fmt.Errorf("%w: %s", err, noPubAckHint(c.ackTimeout, c.names.TaskPrefix))
 	}
 	return err
 }
@@ -314,9 +375,9 @@ func (c *publishCommand) publishFile(ctx context.Context) error {
 		}
 		r = fh
 	}
-	// nats.go forgets a publish it has no PubAck for after c.timeout too,
+	// nats.go forgets a publish it has no PubAck for after c.ackTimeout too,
 	// instead of holding it until the connection closes.
-	nc, js, err := c.connect(jetstream.WithPublishAsyncTimeout(c.timeout))
+	nc, js, err := c.connect(jetstream.WithPublishAsyncTimeout(c.ackTimeout))
 	if err != nil {
 		return err
 	}
@@ -328,7 +389,7 @@ func (c *publishCommand) publishFile(ctx context.Context) error {
 		progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
 		progressbar.OptionSetItsString("tasks"), progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
-	pub := queue.NewPublisher(js, c.names).WithAckTimeout(c.timeout)
+	pub := queue.NewPublisher(js, c.names).WithAckTimeout(c.ackTimeout)
 	s, err := bulkPublish(ctx, pub, r, c.window, func(o queue.Outcome, lineErr error) {
 		_ = bar.Add(1)
 		switch {
@@ -345,7 +406,7 @@ func (c *publishCommand) publishFile(ctx context.Context) error {
 	})
 	_ = bar.Finish()
 	fmt.Fprintln(c.stdout, s.line())
-	if serr := s.err(c.timeout, c.names.TaskPrefix); serr != nil {
+	if serr := s.err(c.ackTimeout, c.names.TaskPrefix); serr != nil {
 		return serr
 	}
 	return err

@@ -129,7 +129,8 @@ func TestDLQOutputEscapesControls(t *testing.T) {
 			`host\u2066/1`, `tasks.echo\x1b[K (stream NODEQ_TASKS, seq 1)`, `0.1\x9b`, `X-Evil\x1b[2J: v\x1b[2J\u202e\r\xff`,
 			`"node_id": "n\u001b[31m\u202e"`, `"text": "\u001b[2J\u009b\u202e\u007f\r"`, `"p": "\u2066x"`}},
 		{[]string{"show", "2"}, false, []string{`t2\x1b[2J`, "not a readable task", "|.[2J...not a tas|"}},
-		{[]string{"stats"}, false, []string{`echo`, `Manifest\x1b[1m`, `boom\x1b[2J \u202eerror\x9b\xff\x7f\x1b]0;pwned\x07 (2)`}},
+		// stats shows the fingerprint: numbers masked, bytes that are not UTF-8 replaced (U+FFFD)
+		{[]string{"stats"}, false, []string{`echo`, `Manifest\x1b[1m`, `permanent_error\x1b[5m`, "boom\\x1b[<n>J \\u202eerror\ufffd\\x7f\\x1b]<n>;pwned\\x07"}},
 	} {
 		out := dlqRun(c.args...)
 		if bad := rawControl(out, c.allowTab); bad != "" {

@@ -20,7 +20,7 @@ const (
 // processesSummary is the status line about the process registry.
 func processesSummary(st *fleet.Status) string {
 	if st.ProcessesUnknown != "" {
-		return "unknown: " + clean(clip(st.ProcessesUnknown, 200))
+		return "unknown: " + cell(st.ProcessesUnknown, 200)
 	}
 	s := fmt.Sprintf("%d live", len(st.Processes))
 	if len(st.Processes) == 0 {
@@ -36,13 +36,14 @@ func processesSummary(st *fleet.Status) string {
 }
 
 // printProcesses prints one line per process, ages as of now. Every
-// string comes from a shared bucket: clipped and escaped.
+// string comes from a shared bucket: escaped, then cut (cell), so that
+// escapes cannot widen a column.
 func printProcesses(w io.Writer, ps []fleet.ProcessInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tVERSION\tNODE TYPES\tWORKERS\tIN FLIGHT\tPREFETCHED\tHELD\tBREAKER\tPAUSED\tLAST SEEN")
 	for _, p := range ps {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s ago\n",
-			clean(clip(p.ID, statusIDWidth)), clean(clip(p.Version, statusVersionWidth)), nodeTypesCell(p),
+			cell(p.ID, statusIDWidth), cell(p.Version, statusVersionWidth), nodeTypesCell(p),
 			p.Workers, p.InFlight, p.Prefetched, p.DLQHeld, breakerCell(p.Breaker, now), pausedCell(p), age(now.Sub(p.LastSeen)))
 	}
 	return tw.Flush()
@@ -50,14 +51,14 @@ func printProcesses(w io.Writer, ps []fleet.ProcessInfo, now time.Time) error {
 
 // nodeTypesCell lists the node types, clipped, with how many more there are.
 func nodeTypesCell(p fleet.ProcessInfo) string {
-	s := clip(strings.Join(p.NodeTypes, ","), statusNodeTypesWidth)
+	s := cell(strings.Join(p.NodeTypes, ","), statusNodeTypesWidth)
 	if s == "" {
 		s = "-"
 	}
 	if p.MoreNodeTypes > 0 {
 		s += fmt.Sprintf(" +%d", p.MoreNodeTypes)
 	}
-	return clean(s)
+	return s
 }
 
 // breakerCell is the breaker's state and for how long, e.g. "open for
@@ -66,7 +67,7 @@ func breakerCell(b fleet.ProcessBreaker, now time.Time) string {
 	if b.State == "" {
 		return "off"
 	}
-	s := clean(clip(b.State, 16))
+	s := cell(b.State, 16)
 	if b.Scope == "fleet" {
 		s = "fleet " + s
 	}

@@ -88,6 +88,7 @@ func (c *Config) Redacted() string {
 		return "# cannot print the configuration: " + err.Error()
 	}
 	cp.pruneNodes(&doc)
+	cp.annotateZeros(&doc)
 	b, err := yaml.Marshal(&doc)
 	if err != nil {
 		return "# cannot print the configuration: " + err.Error()

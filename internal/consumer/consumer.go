@@ -335,6 +335,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Info("consumer ready", "nats_url", c.o.Conn.ConnectedUrlRedacted(), "stream", c.names.TaskStream, "consumer", c.names.Consumer, "subjects", c.names.TaskPrefix+".>",
 		"workers", c.cfg.Consumer.Workers, "prefetch", c.cfg.Consumer.Prefetch, "ack", c.cfg.Consumer.Ack,
 		"node_types", strings.Join(c.types, ","), "version", version.String())
+	c.warnHeldAtStart(ctx) // a fleet pause, an open breaker: startlog.go
 	go func() {
 		<-ctx.Done()
 		c.log.Info("shutting down: pulling stopped, prefetched tasks handed back, waiting for in-flight tasks", "timeout", c.cfg.Consumer.ShutdownTimeout)

@@ -2,9 +2,12 @@ package dlq
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nodeq/nodeq/internal/task"
 )
 
 // Filter selects dead-letter records. Zero fields select everything; set
@@ -22,13 +25,40 @@ type Filter struct {
 	TaskID string
 	// Match selects records whose error message contains it (case-insensitive).
 	Match string
+	// Group selects the records of one failure group (GroupKey.ID).
+	Group string
+	// Seqs selects only the records stored at these sequences. A sequence
+	// with no record (replayed or purged meanwhile) selects nothing.
+	Seqs []uint64
 	// AfterSeq and BeforeSeq bound the record's stream sequence (exclusive), for paging.
 	AfterSeq, BeforeSeq uint64
 }
 
-// Matches reports whether the record stored at t with sequence seq is selected.
-func (f *Filter) Matches(r *Record, seq uint64, t time.Time) bool {
+// Selects reports whether the filter selects the entry. A message that is
+// not a record (Entry.Err) is selected only by filters it can be checked
+// against: node types (its subject), sequences, cursors and its group.
+func (f *Filter) Selects(e Entry) bool {
+	if e.Record != nil {
+		return f.Matches(e.Record, e.Seq, e.Time)
+	}
+	g := *f
+	g.NodeTypes, g.AfterSeq, g.BeforeSeq, g.Seqs, g.Group = nil, 0, 0, nil, ""
+	return g.IsZero() && f.matchesPlace(e.Seq) && (f.Group == "" || e.GroupKey().ID() == f.Group)
+}
+
+// matchesPlace reports whether seq is within the cursors and Seqs.
+func (f *Filter) matchesPlace(seq uint64) bool {
 	if f.AfterSeq > 0 && seq <= f.AfterSeq || f.BeforeSeq > 0 && seq >= f.BeforeSeq {
+		return false
+	}
+	return len(f.Seqs) == 0 || slices.Contains(f.Seqs, seq)
+}
+
+// Matches reports whether the record stored at t with sequence seq is
+// selected. The node types are checked against the record's own (Scan
+// also selects them by subject).
+func (f *Filter) Matches(r *Record, seq uint64, t time.Time) bool {
+	if !f.matchesPlace(seq) {
 		return false
 	}
 	if !f.Since.IsZero() && t.Before(f.Since) || !f.Until.IsZero() && !t.Before(f.Until) {
@@ -49,13 +79,16 @@ func (f *Filter) Matches(r *Record, seq uint64, t time.Time) bool {
 	if f.Match != "" && !strings.Contains(strings.ToLower(r.Error), strings.ToLower(f.Match)) {
 		return false
 	}
+	if f.Group != "" && (Entry{Record: r}).GroupKey().ID() != f.Group {
+		return false
+	}
 	return true
 }
 
 // IsZero reports whether the filter selects every record.
 func (f *Filter) IsZero() bool {
 	return len(f.NodeTypes) == 0 && len(f.Kinds) == 0 && len(f.Reasons) == 0 && f.Since.IsZero() && f.Until.IsZero() &&
-		f.TaskID == "" && f.Match == "" && f.AfterSeq == 0 && f.BeforeSeq == 0
+		f.TaskID == "" && f.Match == "" && f.Group == "" && len(f.Seqs) == 0 && f.AfterSeq == 0 && f.BeforeSeq == 0
 }
 
 func contains(list []string, v string, fold bool) bool {
@@ -67,13 +100,16 @@ func contains(list []string, v string, fold bool) bool {
 	return false
 }
 
+// maxDays caps an age in days: longer would overflow a time.Duration.
+const maxDays = 100 * 365
+
 // ParseTime reads an absolute time (RFC 3339, "2006-01-02 15:04", or a date
 // "2006-01-02", UTC) or a time relative to now: "90m" or "2h" means that
 // long ago, "3d" that many days ago.
 func ParseTime(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
-		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days <= maxDays {
 			return now.Add(-time.Duration(days) * 24 * time.Hour), nil
 		}
 	}
@@ -97,4 +133,43 @@ func (r *Record) ReplayCount() int {
 		}
 	}
 	return 0
+}
+
+// MaxSeqs caps Filter.Seqs; MaxValues each of NodeTypes, Kinds and Reasons.
+const (
+	MaxSeqs   = 10_000
+	MaxValues = 256
+)
+
+// Validate checks the filter's closed sets and forms: node types (or
+// "_invalid"), reasons (Reasons), the group ID, the number of sequences,
+// and that Since is before Until. Error kinds are the resilience kinds,
+// which this package does not know: callers check them.
+func (f *Filter) Validate() error {
+	if len(f.NodeTypes) > MaxValues || len(f.Kinds) > MaxValues || len(f.Reasons) > MaxValues {
+		return fmt.Errorf("at most %d node types, kinds or reasons in one filter", MaxValues)
+	}
+	for _, t := range f.NodeTypes {
+		if !task.ValidNodeType(t) && t != "_invalid" {
+			return fmt.Errorf("node type %q is not a node type", t)
+		}
+	}
+	for _, r := range f.Reasons {
+		if !slices.Contains(Reasons, r) {
+			return fmt.Errorf("reason %q: want one of %s", r, strings.Join(Reasons, ", "))
+		}
+	}
+	if f.Group != "" && !ValidGroupID(f.Group) {
+		return fmt.Errorf("group %q: want a group ID, 12 hexadecimal digits (see dlq stats)", f.Group)
+	}
+	if len(f.Seqs) > MaxSeqs {
+		return fmt.Errorf("%d sequences: at most %d at once", len(f.Seqs), MaxSeqs)
+	}
+	if slices.Contains(f.Seqs, 0) {
+		return fmt.Errorf("sequence 0: records are numbered from 1")
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return fmt.Errorf("since %s is not before until %s: no record can match", f.Since.Format(time.RFC3339), f.Until.Format(time.RFC3339))
+	}
+	return nil
 }

@@ -78,7 +78,7 @@ func (s *Store) List(ctx context.Context, f *Filter, o PageOptions) (Page, error
 				p.Next = p.Entries[size-1].Seq // one more matches: there is a next page
 				return errPageFull
 			}
-			p.Entries = append(p.Entries, brief(e))
+			p.Entries = append(p.Entries, Brief(e))
 			return nil
 		})
 		if err != nil && !errors.Is(err, errPageFull) {
@@ -91,9 +91,9 @@ func (s *Store) List(ctx context.Context, f *Filter, o PageOptions) (Page, error
 	ring := make([]Entry, 0, min(size, 1024))
 	err = s.Scan(ctx, f, 0, func(e Entry) error {
 		if len(ring) < size {
-			ring = append(ring, brief(e))
+			ring = append(ring, Brief(e))
 		} else {
-			ring[p.Matched%size] = brief(e)
+			ring[p.Matched%size] = Brief(e)
 		}
 		p.Matched++
 		return nil
@@ -111,9 +111,11 @@ func (s *Store) List(ctx context.Context, f *Filter, o PageOptions) (Page, error
 	return p, nil
 }
 
-// brief returns e without the task its record carries and without its
-// message headers (see Page.Entries).
-func brief(e Entry) Entry {
+// Brief returns e as a page holds it (see Page.Entries): without the task
+// its record carries and its message headers, its text fields cut to the
+// bounds a consumer writes. A dry run's preview lists records so, to stay
+// small whatever a record written by hand holds.
+func Brief(e Entry) Entry {
 	e.Header = nil
 	if e.Record == nil {
 		return e

@@ -41,6 +41,9 @@ const (
 	ReasonPoison = "poison"
 )
 
+// Reasons lists every reason a consumer writes, in the order a task meets them.
+var Reasons = []string{ReasonInvalid, ReasonUnknownNodeType, ReasonPermanent, ReasonExhausted, ReasonDeadline, ReasonPoison}
+
 // Record is one dead-lettered task: the original message untouched plus why
 // and where it failed.
 type Record struct {

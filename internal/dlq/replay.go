@@ -25,7 +25,11 @@ type ReplayOptions struct {
 	// A task is only ever republished on <TaskPrefix>.<node_type>. Default "tasks".
 	TaskPrefix string
 	// To, if set, is the node type (or its task subject, <TaskPrefix>.<node_type>)
-	// every task is republished to instead of its own.
+	// every task is republished to instead of the subject the record names.
+	// A record of another node type is refused: its envelope names its own
+	// node type, which a consumer checks against the subject. To serves
+	// records whose original subject is not the task subject of their
+	// node type (another task prefix).
 	To string
 	// DryRun selects and decides exactly as a replay does, by the same
 	// rules, and reports it (the summary, OnRecord) without publishing or
@@ -81,8 +85,9 @@ const (
 	// (in a dry run: would be).
 	OutcomeReplayed Outcome = iota + 1
 	// OutcomeDuplicate: JetStream had the task from an earlier, interrupted
-	// replay; the record was only deleted. A dry run cannot tell these from
-	// OutcomeReplayed and reports them so.
+	// replay, and the record was only deleted; or another replay (or a
+	// purge) removed the record first, and nothing was republished. A dry
+	// run cannot tell these from OutcomeReplayed and reports them so.
 	OutcomeDuplicate
 	// OutcomeSkipped: left in place by MaxReplays or because it is unreadable.
 	OutcomeSkipped
@@ -113,22 +118,22 @@ func (o Outcome) String() string {
 // ReplaySummary counts a replay.
 type ReplaySummary struct {
 	// Selected is how many records the filter selected (within Limit).
-	Selected int
+	Selected int `json:"selected"`
 	// Replayed were republished and their records deleted. In a dry run,
 	// they would be (a replay may count some of them as Duplicates).
-	Replayed int
+	Replayed int `json:"replayed"`
 	// Duplicates were republished earlier (an interrupted replay) and are
 	// now only deleted: JetStream recognised the replay ID.
-	Duplicates int
+	Duplicates int `json:"duplicates"`
 	// Skipped were left in place: over MaxReplays, or undecodable.
-	Skipped int
+	Skipped int `json:"skipped"`
 	// Refused were left in place because they name no task subject nodeq
 	// owns (a forged or foreign record); see Errors for why.
-	Refused int
+	Refused int `json:"refused"`
 	// Failed could not be republished or deleted; their records stay.
-	Failed int
+	Failed int `json:"failed"`
 	// Errors describe the first failures (at most 20).
-	Errors []string
+	Errors []string `json:"errors,omitempty"`
 }
 
 // ReplayMsgID is the Nats-Msg-Id of the replay of record seq of stream: the
@@ -165,21 +170,35 @@ func (s *Store) target(e Entry, o ReplayOptions) (string, error) {
 		return "", fmt.Errorf("%w: replayed %d times already (--max-replays)", errSkipped, e.Record.ReplayCount())
 	}
 	if o.To != "" {
-		return replayTo(prefix, o.To)
+		subject, err := replayTo(prefix, o.To)
+		if err != nil {
+			return "", err
+		}
+		if to := strings.TrimPrefix(subject, prefix+"."); e.Record.NodeType != to {
+			// A consumer checks the envelope's node type against the subject.
+			return "", fmt.Errorf("%w: record %d holds a task of node type %s, and its envelope says so: on %s a consumer would dead-letter it again at once as invalid (--to only moves a task between task prefixes, to its own node type)",
+				ErrRefused, e.Seq, quoteField(e.Record.NodeType), subject)
+		}
+		return subject, nil
 	}
 	nodeType, ok := strings.CutPrefix(e.Subject, s.prefix+".")
 	want := prefix + "." + nodeType
 	switch {
 	case !ok || !task.ValidNodeType(nodeType):
-		return "", fmt.Errorf("%w: record %d is stored on %q, which names no node type", ErrRefused, e.Seq, e.Subject)
+		return "", fmt.Errorf("%w: record %d is stored on %s, which names no node type", ErrRefused, e.Seq, quoteField(e.Subject))
 	case e.Record.NodeType != nodeType:
-		return "", fmt.Errorf("%w: record %d is stored on %s but names node type %q", ErrRefused, e.Seq, e.Subject, e.Record.NodeType)
+		return "", fmt.Errorf("%w: record %d is stored on %s but names node type %s", ErrRefused, e.Seq, e.Subject, quoteField(e.Record.NodeType))
 	case e.Record.Subject != want:
-		return "", fmt.Errorf("%w: record %d names the original subject %q, not %s, the task subject of node type %s (a record of another task prefix needs --task-prefix; to send it elsewhere use --to NODE_TYPE)",
-			ErrRefused, e.Seq, e.Record.Subject, want, nodeType)
+		return "", fmt.Errorf("%w: record %d names the original subject %s, not %s, the task subject of node type %s (a record of another task prefix needs that --task-prefix, or --to %s to move it to this prefix)",
+			ErrRefused, e.Seq, quoteField(e.Record.Subject), want, nodeType, nodeType)
 	}
 	return want, nil
 }
+
+// quoteField quotes a field of a record for an explanation, cut to
+// maxShortField bytes first: a record written by hand may hold megabytes
+// in it, and the explanations are kept (ReplaySummary.Errors, a preview).
+func quoteField(s string) string { return strconv.Quote(truncate(s, maxShortField)) }
 
 // replayTo checks an operator's replay destination: a node type, or the
 // task subject <prefix>.<node_type>; it returns the task subject.
@@ -325,6 +344,19 @@ type job struct {
 // why, or 0 when ctx ended first (the record stays; a rerun replays it).
 func (s *Store) replayOne(ctx context.Context, e Entry, subject string) (Outcome, error) {
 	r := e.Record
+	// The scan read e ahead, minutes ago for a rate-limited replay: another
+	// replay or a purge may have removed it since, and past the duplicate
+	// window JetStream would take its task as new. A record gone is not
+	// republished.
+	switch _, err := s.Get(ctx, e.Seq); {
+	case errors.Is(err, ErrNotFound):
+		return OutcomeDuplicate, nil
+	case err != nil:
+		if ctx.Err() != nil {
+			return 0, nil
+		}
+		return OutcomeFailed, fmt.Errorf("record %d (task %s): %w", e.Seq, quoteField(r.TaskID), err)
+	}
 	msg := nats.NewMsg(subject)
 	msg.Data = r.Data
 	for k, vs := range r.Headers {
@@ -341,13 +373,21 @@ func (s *Store) replayOne(ctx context.Context, e Entry, subject string) (Outcome
 		if ctx.Err() != nil {
 			return 0, nil
 		}
-		return OutcomeFailed, fmt.Errorf("record %d (task %q): republish to %s: %w", e.Seq, r.TaskID, msg.Subject, err)
+		return OutcomeFailed, fmt.Errorf("record %d (task %s): republish to %s: %w", e.Seq, quoteField(r.TaskID), msg.Subject, err)
 	}
 	if err := s.Delete(ctx, e.Seq); err != nil {
 		if ctx.Err() != nil {
 			return 0, nil
 		}
-		return OutcomeFailed, fmt.Errorf("record %d (task %q): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %w", e.Seq, r.TaskID, err)
+		if _, gerr := s.Get(ctx, e.Seq); errors.Is(gerr, ErrNotFound) {
+			// Another replay of the record deleted it first: the task is
+			// stored once, by whichever publish JetStream took first.
+			if ack.Duplicate {
+				return OutcomeDuplicate, nil
+			}
+			return OutcomeReplayed, nil
+		}
+		return OutcomeFailed, fmt.Errorf("record %d (task %s): republished but not deleted (a rerun deletes it without republishing within the duplicate window): %w", e.Seq, quoteField(r.TaskID), err)
 	}
 	if ack.Duplicate {
 		return OutcomeDuplicate, nil
@@ -356,19 +396,29 @@ func (s *Store) replayOne(ctx context.Context, e Entry, subject string) (Outcome
 }
 
 // Purge deletes the selected records and returns how many. With an empty
-// filter it purges the whole stream at once.
+// filter, or one with only BeforeSeq, it purges the stream up to there at
+// once: the records stored when it began (or before BeforeSeq); records
+// stored since stay.
 func (s *Store) Purge(ctx context.Context, f *Filter) (int, error) {
 	last, n, err := s.Snapshot(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if f.IsZero() {
+	if f.onlyBefore() {
+		upTo := last + 1
+		if f.BeforeSeq > 0 && f.BeforeSeq < upTo {
+			upTo = f.BeforeSeq
+			c, err := s.Count(ctx, f)
+			if err != nil {
+				return 0, err
+			}
+			n = uint64(c)
+		}
 		st, err := s.js.Stream(ctx, s.stream)
 		if err != nil {
 			return 0, err
 		}
-		// Only what was there when the purge began: records stored since stay.
-		return int(n), st.Purge(ctx, jetstream.WithPurgeSequence(last+1))
+		return int(n), st.Purge(ctx, jetstream.WithPurgeSequence(upTo))
 	}
 	var seqs []uint64
 	if err := s.Scan(ctx, f, last, func(e Entry) error { seqs = append(seqs, e.Seq); return nil }); err != nil {
@@ -380,4 +430,11 @@ func (s *Store) Purge(ctx context.Context, f *Filter) (int, error) {
 		}
 	}
 	return len(seqs), nil
+}
+
+// onlyBefore reports whether f selects every record but for BeforeSeq.
+func (f *Filter) onlyBefore() bool {
+	g := *f
+	g.BeforeSeq = 0
+	return g.IsZero()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +72,12 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 	if last == 0 || (f.AfterSeq > 0 && f.AfterSeq >= last) {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if len(f.Seqs) > 0 {
+		return s.scanSeqs(ctx, f, last, fn)
+	}
+	// A scan's consumer is deleted when it ends; should this process die
+	// first, the server deletes it after a minute without pulls.
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: time.Minute}
 	for _, t := range f.NodeTypes {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, s.prefix+"."+t)
 	}
@@ -85,6 +92,7 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 	if err != nil {
 		return fmt.Errorf("read dead-letter stream %s: %w", s.stream, err)
 	}
+	defer s.deleteConsumer(cons)
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
 		return nil
 	}
@@ -119,9 +127,7 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 		}
 		e := Entry{Seq: seq, Time: meta.Timestamp, Subject: msg.Subject(), Header: msg.Headers()}
 		e.Record, e.Err = Decode(msg.Data())
-		selected := e.Err == nil && f.Matches(e.Record, seq, meta.Timestamp) ||
-			e.Err != nil && f.onlyNodeTypes() // an unreadable record matches only filters it can be checked against
-		if selected {
+		if f.Selects(e) {
 			if err := fn(e); err != nil {
 				return err
 			}
@@ -133,15 +139,55 @@ func (s *Store) Scan(ctx context.Context, f *Filter, last uint64, fn func(Entry)
 	}
 }
 
-// onlyNodeTypes reports whether f has no conditions beyond node types
-// (which the subject already applied) and the paging cursors (which the
-// sequence already applied): an unreadable record must not vanish from
-// every page but the first.
-func (f *Filter) onlyNodeTypes() bool {
-	g := *f
-	g.NodeTypes, g.AfterSeq, g.BeforeSeq = nil, 0, 0
-	return g.IsZero()
+// deleteConsumer deletes the ordered consumer a scan read with, so that
+// no command leaves one behind on the server.
+func (s *Store) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.js.DeleteConsumer(ctx, s.stream, info.Name) // at worst it expires (InactiveThreshold)
 }
+
+// scanSeqs is Scan of the records at f.Seqs: each is read on its own,
+// in order; a sequence with no message is passed over.
+func (s *Store) scanSeqs(ctx context.Context, f *Filter, last uint64, fn func(Entry) error) error {
+	seqs := slices.Clone(f.Seqs)
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+	rest := *f
+	rest.Seqs = nil // applied here, not record by record
+	for _, seq := range seqs {
+		if seq > last {
+			return nil
+		}
+		e, err := s.Get(ctx, seq)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		if len(f.NodeTypes) > 0 && !slices.Contains(f.NodeTypes, strings.TrimPrefix(e.Subject, s.prefix+".")) {
+			continue
+		}
+		if !f.Since.IsZero() && e.Time.Before(f.Since) || !f.Until.IsZero() && !e.Time.Before(f.Until) {
+			continue
+		}
+		if rest.Selects(*e) {
+			if err := fn(*e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ErrNotFound is returned by Get for a sequence with no record: replayed,
+// purged, expired, or never stored.
+var ErrNotFound = errors.New("no such record")
 
 // streamHandle returns the stream, looking it up on first use.
 func (s *Store) streamHandle(ctx context.Context) (jetstream.Stream, error) {
@@ -164,6 +210,9 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
 		return nil, err
 	}
 	m, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("record %d: %w in %s (replayed, purged or expired, or never stored: see dlq list)", seq, ErrNotFound, s.stream)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}

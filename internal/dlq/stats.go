@@ -1,66 +1,84 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
-	"sort"
+	"slices"
 	"time"
 )
 
-// Group is the records of one node type and error kind.
+// Group is one failure group: the records of one node type that failed
+// for one reason, with one error kind and one message fingerprint
+// (GroupKey), the way ServicePulse groups failed messages.
 type Group struct {
-	NodeType, ErrorKind string
-	Count               int
-	First, Last         time.Time
-	// Sample is the most common error message of the group and Distinct how
-	// many different messages it has (at most 1,000 are told apart).
-	Sample     string
-	SampleN    int
-	Distinct   int
-	messageCnt map[string]int
+	// ID is the key's ID, for Filter.Group.
+	ID string `json:"id"`
+	GroupKey
+	// Count is how many records the group holds.
+	Count int `json:"count"`
+	// First and Last are when its oldest and newest records were stored.
+	First time.Time `json:"first_seen"`
+	Last  time.Time `json:"last_seen"`
+	// FirstSeq and LastSeq are their sequences.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	// Sample is the error message of its newest record, cut to MaxErrorLen.
+	Sample string `json:"sample"`
+	// Distinct is how many different error messages it has (at most 1,000
+	// are told apart).
+	Distinct int `json:"distinct_messages"`
+
+	messages map[string]struct{}
 }
 
-// Stats groups the selected records by node type and error kind, largest group first.
+// maxDistinct caps the messages a group tells apart.
+const maxDistinct = 1000
+
+// maxCachedFingerprints caps the fingerprints Stats keeps by message.
+const maxCachedFingerprints = 10_000
+
+// Stats returns the failure groups of the selected records, largest
+// first, and how many records it read.
 func (s *Store) Stats(ctx context.Context, f *Filter) ([]*Group, int, error) {
-	groups := map[[2]string]*Group{}
+	groups := map[GroupKey]*Group{}
+	fingerprints := map[string]string{} // by message: failures repeat theirs
+	fingerprint := func(msg string) string {
+		fp, ok := fingerprints[msg]
+		if !ok {
+			fp = Fingerprint(msg)
+			if len(fingerprints) < maxCachedFingerprints {
+				fingerprints[msg] = fp
+			}
+		}
+		return fp
+	}
 	total := 0
 	err := s.Scan(ctx, f, 0, func(e Entry) error {
 		total++
-		key := [2]string{"?", "undecodable"}
-		if e.Record != nil {
-			key = [2]string{e.Record.NodeType, e.Record.ErrorKind}
-		}
+		key := e.groupKey(fingerprint)
 		g := groups[key]
 		if g == nil {
-			g = &Group{NodeType: key[0], ErrorKind: key[1], First: e.Time, messageCnt: map[string]int{}}
+			g = &Group{ID: key.ID(), GroupKey: key, First: e.Time, FirstSeq: e.Seq, messages: map[string]struct{}{}}
 			groups[key] = g
 		}
 		g.Count++
-		g.Last = e.Time
-		msg := "(undecodable record)"
+		g.Last, g.LastSeq = e.Time, e.Seq
+		g.Sample = key.Fingerprint
 		if e.Record != nil {
-			msg = e.Record.Error
+			g.Sample = truncate(e.Record.Error, MaxErrorLen)
 		}
-		if _, seen := g.messageCnt[msg]; seen || len(g.messageCnt) < 1000 {
-			g.messageCnt[msg]++
+		if len(g.messages) < maxDistinct {
+			g.messages[g.Sample] = struct{}{}
 		}
 		return nil
 	})
 	out := make([]*Group, 0, len(groups))
 	for _, g := range groups {
-		g.Distinct = len(g.messageCnt)
-		for m, n := range g.messageCnt {
-			if n > g.SampleN || n == g.SampleN && m < g.Sample {
-				g.Sample, g.SampleN = m, n
-			}
-		}
-		g.messageCnt = nil
+		g.Distinct, g.messages = len(g.messages), nil
 		out = append(out, g)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Count != out[j].Count {
-			return out[i].Count > out[j].Count
-		}
-		return out[i].NodeType+out[i].ErrorKind < out[j].NodeType+out[j].ErrorKind
+	slices.SortFunc(out, func(a, b *Group) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), b.Last.Compare(a.Last), cmp.Compare(a.ID, b.ID))
 	})
 	return out, total, err
 }

@@ -2,6 +2,7 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -341,5 +342,217 @@ func TestSlowReplayReplaysEverything(t *testing.T) {
 	}
 	if _, left, _ := st.Snapshot(t.Context()); left != 0 {
 		t.Fatalf("%d records left after the replay", left)
+	}
+}
+
+// TestStatsGroupsByFingerprint: records of one failure with different
+// numbers and IDs form one group; another reason, kind or message another
+// group; the group's ID selects exactly its records, undecodable ones too.
+func TestStatsGroupsByFingerprint(t *testing.T) {
+	st, js := testStore(t)
+	w := NewWriter(js, "dlq")
+	seq := uint64(0)
+	write := func(nodeType, reason, kind, msg string) {
+		t.Helper()
+		seq++ // the writer's message ID is the task's place: one each
+		r := &Record{Reason: reason, NodeType: nodeType, ErrorKind: kind, Error: msg, Subject: "tasks." + nodeType, Stream: "NODEQ_TASKS", Sequence: seq, Data: []byte("{}")}
+		if _, err := w.Write(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		write("resize", ReasonExhausted, "Transport", fmt.Sprintf("dial tcp 10.0.0.%d:5432: timeout after %ds", i, 30+i))
+	}
+	write("resize", ReasonPermanent, "Transport", "dial tcp 10.0.0.9:5432: timeout after 3s")
+	write("resize", ReasonExhausted, "Transport", "permission denied")
+	write("ocr", ReasonExhausted, "Transport", "dial tcp 10.0.0.1:5432: timeout after 1s")
+	publishRaw(t, js, "dlq.resize", nil)
+	groups, total, err := st.Stats(t.Context(), &Filter{})
+	if err != nil || total != 9 {
+		t.Fatalf("total %d, %v", total, err)
+	}
+	if len(groups) != 5 {
+		t.Fatalf("%d groups, want 5: %+v", len(groups), groups)
+	}
+	top := groups[0]
+	if top.Count != 5 || top.Fingerprint != "dial tcp <addr>: timeout after <n>s" || top.Reason != ReasonExhausted || top.Distinct != 5 ||
+		top.FirstSeq != 1 || top.LastSeq != 5 || !strings.HasPrefix(top.Sample, "dial tcp 10.0.0.4:5432") {
+		t.Errorf("top group %+v", top)
+	}
+	for _, g := range groups {
+		n, err := st.Count(t.Context(), &Filter{Group: g.ID})
+		if err != nil || n != g.Count {
+			t.Errorf("group %s (%+v): filter selects %d, %v", g.ID, g.GroupKey, n, err)
+		}
+	}
+	// Filters narrow the groups.
+	if groups, total, err := st.Stats(t.Context(), &Filter{NodeTypes: []string{"ocr"}}); err != nil || total != 1 || len(groups) != 1 {
+		t.Errorf("ocr: %d records in %d groups, %v", total, len(groups), err)
+	}
+}
+
+// TestScanSeqs selects records by sequence: given out of order, repeated,
+// missing or past the end, each present one comes once, oldest first, and
+// the other filters still apply.
+func TestScanSeqs(t *testing.T) {
+	st, js := testStore(t)
+	for i := 1; i <= 6; i++ {
+		writeRecord(t, js, i, map[bool]string{true: "resize", false: "ocr"}[i%2 == 0], 0)
+	}
+	publishRaw(t, js, "dlq.ocr", nil) // seq 7: not a record
+	if err := st.Delete(t.Context(), 3); err != nil {
+		t.Fatal(err)
+	}
+	collect := func(f *Filter) []uint64 {
+		t.Helper()
+		var got []uint64
+		if err := st.Scan(t.Context(), f, 0, func(e Entry) error { got = append(got, e.Seq); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		name string
+		f    Filter
+		want []uint64
+	}{
+		{"some", Filter{Seqs: []uint64{5, 2, 2, 3, 99}}, []uint64{2, 5}},
+		{"with a node type", Filter{Seqs: []uint64{1, 2, 4}, NodeTypes: []string{"resize"}}, []uint64{2, 4}},
+		{"with a record filter", Filter{Seqs: []uint64{1, 2}, TaskID: "t-1"}, []uint64{1}},
+		{"not a record", Filter{Seqs: []uint64{7}}, []uint64{7}},
+		{"not a record, with a record filter", Filter{Seqs: []uint64{7}, Kinds: []string{"Transport"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := collect(&tc.f); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Purge and replay act on exactly those records.
+	n, err := st.Purge(t.Context(), &Filter{Seqs: []uint64{1, 5, 3}})
+	if err != nil || n != 2 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	sum, err := st.Replay(t.Context(), &Filter{Seqs: []uint64{2, 1}}, ReplayOptions{})
+	if err != nil || sum.Selected != 1 || sum.Replayed != 1 {
+		t.Fatalf("replay %+v, %v", sum, err)
+	}
+	if got := collect(&Filter{}); !slices.Equal(got, []uint64{4, 6, 7}) {
+		t.Errorf("left %v", got)
+	}
+	if _, err := st.Get(t.Context(), 2); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of a replayed record: %v, want ErrNotFound", err)
+	}
+}
+
+// TestReplayToAnotherNodeTypeIsRefused: --to cannot send a task to a node
+// type its envelope does not name (a consumer would dead-letter it again
+// at once); it does move a record of another task prefix to its own.
+func TestReplayToAnotherNodeTypeIsRefused(t *testing.T) {
+	st, js := testStore(t)
+	writeRecord(t, js, 1, "resize", 0)
+	foreign := &Record{Version: 1, Reason: ReasonExhausted, NodeType: "resize", ErrorKind: "Transport", Subject: "legacy.resize", Data: []byte("{}")}
+	publishRaw(t, js, "dlq.resize", foreign)
+	sum, err := st.Replay(t.Context(), &Filter{}, ReplayOptions{To: "echo"})
+	if err != nil || sum.Refused != 2 || sum.Replayed != 0 || !strings.Contains(sum.Errors[0], "dead-letter it again") {
+		t.Fatalf("to echo: %+v, %v", sum, err)
+	}
+	sum, err = st.Replay(t.Context(), &Filter{Seqs: []uint64{2}}, ReplayOptions{To: "tasks.resize"})
+	if err != nil || sum.Replayed != 1 {
+		t.Fatalf("foreign prefix to its own node type: %+v, %v", sum, err)
+	}
+}
+
+// TestScansLeaveNoConsumer: every read of the stream deletes the consumer
+// it read with.
+func TestScansLeaveNoConsumer(t *testing.T) {
+	st, js := testStore(t)
+	for i := 1; i <= 3; i++ {
+		writeRecord(t, js, i, "resize", 0)
+	}
+	if _, _, err := st.Stats(t.Context(), &Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.List(t.Context(), &Filter{}, PageOptions{Limit: 1, Oldest: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Replay(t.Context(), &Filter{}, ReplayOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(t.Context(), "NODEQ_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := s.ConsumerNames(t.Context())
+	var left []string
+	for n := range names.Name() {
+		left = append(left, n)
+	}
+	if len(left) > 0 {
+		t.Errorf("consumers left on the dead-letter stream: %v", left)
+	}
+}
+
+// TestPurgeBefore: a purge bounded by BeforeSeq deletes only the records
+// stored before it, at once, and counts them; a later record stays.
+func TestPurgeBefore(t *testing.T) {
+	st, js := testStore(t)
+	for i := 1; i <= 5; i++ {
+		writeRecord(t, js, i, "resize", 0)
+	}
+	n, err := st.Purge(t.Context(), &Filter{BeforeSeq: 4})
+	if err != nil || n != 3 {
+		t.Fatalf("purged %d, %v; want 3", n, err)
+	}
+	var left []uint64
+	if err := st.Scan(t.Context(), &Filter{}, 0, func(e Entry) error { left = append(left, e.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(left, []uint64{4, 5}) {
+		t.Fatalf("left %v", left)
+	}
+	if n, err := st.Purge(t.Context(), &Filter{}); err != nil || n != 2 {
+		t.Fatalf("purge all: %d, %v", n, err)
+	}
+}
+
+// TestReplaySkipsRecordsGoneMeanwhile removes a record after the replay's
+// scan has read it and before it is republished, as a concurrent replay or
+// a purge does while a rate-limited replay works through what it read
+// ahead: its task must not be republished (past the duplicate window
+// JetStream would take it as new and the task would run twice).
+func TestReplaySkipsRecordsGoneMeanwhile(t *testing.T) {
+	st, js := testStore(t)
+	writeRecord(t, js, 1, "resize", 0)
+	writeRecord(t, js, 2, "resize", 0)
+	first, _, err := st.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first-- // the first record's sequence
+	o := ReplayOptions{Concurrency: 1, Progress: func(s ReplaySummary) {
+		if s.Selected == 1 && s.Replayed+s.Duplicates+s.Failed == 0 {
+			if err := st.Delete(context.Background(), first); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Error(err)
+			}
+		}
+	}}
+	sum, err := st.Replay(t.Context(), &Filter{}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Replayed != 1 || sum.Duplicates != 1 || sum.Failed != 0 {
+		t.Errorf("summary %+v: want the record still there replayed, the one gone counted a duplicate", sum)
+	}
+	tasks, err := js.Stream(t.Context(), "NODEQ_TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := tasks.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("%d tasks republished, want 1: a record removed meanwhile was republished", info.State.Msgs)
 	}
 }

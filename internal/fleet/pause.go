@@ -18,6 +18,11 @@ import (
 // Forever is how far in the future a pause "until resumed" ends.
 const Forever = 100 * 365 * 24 * time.Hour
 
+// Indefinite reports whether a pause with remaining time left is one
+// "until resumed" (Pause until now+Forever) rather than one with an end an
+// operator chose: more than Forever/2 is left.
+func Indefinite(remaining time.Duration) bool { return remaining > Forever/2 }
+
 // Pause stops delivery of the shared durable consumer to every consumer
 // process until the given time (the server resumes it by itself then), or
 // until Resume. Consumers keep running and pull nothing. Needs nats-server 2.11+.
@@ -48,9 +53,13 @@ type Status struct {
 	Redelivered int `json:"redelivered"`
 	// Waiting pull requests: roughly, idle workers across the fleet.
 	Waiting int `json:"waiting_pulls"`
-	// Paused and PausedUntil describe a fleet-wide pause.
-	Paused      bool      `json:"paused"`
-	PausedUntil time.Time `json:"paused_until,omitzero"`
+	// Paused, PausedUntil and PausedIndefinitely describe a fleet-wide
+	// pause: it ends by itself at PausedUntil, or, for a pause until
+	// resumed (see Indefinite), PausedUntil is zero and PausedIndefinitely
+	// set.
+	Paused             bool      `json:"paused"`
+	PausedUntil        time.Time `json:"paused_until,omitzero"`
+	PausedIndefinitely bool      `json:"paused_indefinitely,omitempty"`
 	// DeadLetters is the number of records in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
 	// Breaker is the fleet-wide breaker's state ("closed", "open",
@@ -92,7 +101,10 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, n queue.Names) (*Sta
 	}
 	st := &Status{Stream: n.TaskStream, Consumer: n.Consumer, Pending: info.NumPending, InFlight: info.NumAckPending,
 		Redelivered: info.NumRedelivered, Waiting: info.NumWaiting, Paused: info.Paused}
-	if info.Paused {
+	switch {
+	case info.Paused && Indefinite(info.PauseRemaining):
+		st.PausedIndefinitely = true
+	case info.Paused:
 		st.PausedUntil = time.Now().Add(info.PauseRemaining).UTC().Truncate(time.Second)
 	}
 	if kv, err := js.KeyValue(ctx, BreakerBucket); err == nil {

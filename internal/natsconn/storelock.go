@@ -35,6 +35,10 @@ const maxHolderBytes = 4 << 10
 // file holds the lock.
 var errStoreLocked = errors.New("locked")
 
+// errStoreLockedHere is errStoreLocked when the holder is a server of this
+// process (heldStores).
+var errStoreLockedHere = fmt.Errorf("%w by this process", errStoreLocked)
+
 // StoreHolder is what a lock file says about the server holding it. Every
 // field comes from the file and has been made safe to print: control and
 // bidi characters removed, length bounded. Zero fields were not recorded.
@@ -143,8 +147,13 @@ func lockStore(dir, url string) (*storeLock, error) {
 			return nil, err
 		}
 		// A server of this process that is shutting down releases the
-		// lock as soon as its shutdown completes: wait for that.
-		if released := stoppingHolder(key); released != nil && time.Now().Before(deadline) {
+		// lock as soon as its shutdown completes: wait for that. If it
+		// released it since tryLockStore looked, try again at once.
+		released, held := stoppingHolder(key)
+		if errors.Is(err, errStoreLockedHere) && !held {
+			continue
+		}
+		if released != nil && time.Now().Before(deadline) {
 			select {
 			case <-released:
 			case <-time.After(time.Until(deadline)):
@@ -161,7 +170,7 @@ func tryLockStore(dir, key, path string) (*storeLock, error) {
 	heldStores.Lock()
 	defer heldStores.Unlock()
 	if heldStores.m[key] != nil {
-		return nil, errStoreLocked // held in this process (and on platforms without OS locks)
+		return nil, errStoreLockedHere // held in this process (and on platforms without OS locks)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -180,20 +189,24 @@ func tryLockStore(dir, key, path string) (*storeLock, error) {
 }
 
 // stoppingHolder returns the release channel of the lock this process holds
-// on key if its server is shutting down, else nil.
-func stoppingHolder(key string) <-chan struct{} {
+// on key if its server is shutting down, else nil; held reports whether
+// this process holds it at all.
+func stoppingHolder(key string) (released <-chan struct{}, held bool) {
 	heldStores.Lock()
 	l := heldStores.m[key]
 	heldStores.Unlock()
 	if l == nil {
-		return nil
+		return nil, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.srv == nil || l.srv.Running() {
-		return nil
+	if l.done {
+		return nil, false
 	}
-	return l.released
+	if l.srv == nil || l.srv.Running() {
+		return nil, true
+	}
+	return l.released, true
 }
 
 // write replaces the lock file's content with l.info.
