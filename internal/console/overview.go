@@ -72,9 +72,6 @@ func (c *Console) readOverview() *Overview {
 		o.StatusError = err.Error()
 	} else {
 		o.Status = st
-		if st.PausedIndefinitely {
-			st.PausedUntil = time.Time{}
-		}
 		for _, p := range st.Processes {
 			o.Held += p.DLQHeld
 		}
