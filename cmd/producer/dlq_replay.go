@@ -114,24 +114,16 @@ func (c *replayCommand) run(ctx context.Context) error {
 // replayJSON is replay's JSON form: the summary, and for a dry run the
 // records it would replay.
 type replayJSON struct {
-	DryRun     bool        `json:"dry_run"`
-	Selected   int         `json:"selected"`
-	Replayed   int         `json:"replayed"`
-	Duplicates int         `json:"duplicates"`
-	Skipped    int         `json:"skipped"`
-	Refused    int         `json:"refused"`
-	Failed     int         `json:"failed"`
-	Errors     []string    `json:"errors"`
-	Records    *[]listItem `json:"records,omitempty"` // a dry run's
+	DryRun bool `json:"dry_run"`
+	dlq.ReplaySummary
+	Records *[]listItem `json:"records,omitempty"` // a dry run's
 }
 
 func summaryJSON(sum dlq.ReplaySummary, dryRun bool) replayJSON {
-	out := replayJSON{DryRun: dryRun, Selected: sum.Selected, Replayed: sum.Replayed, Duplicates: sum.Duplicates,
-		Skipped: sum.Skipped, Refused: sum.Refused, Failed: sum.Failed, Errors: sum.Errors}
-	if out.Errors == nil {
-		out.Errors = []string{}
+	if sum.Errors == nil {
+		sum.Errors = []string{} // always a list
 	}
-	return out
+	return replayJSON{DryRun: dryRun, ReplaySummary: sum}
 }
 
 // maxErrorLine caps a replay's explanation of one refused or failed

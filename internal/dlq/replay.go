@@ -133,7 +133,7 @@ type ReplaySummary struct {
 	// Failed could not be republished or deleted; their records stay.
 	Failed int `json:"failed"`
 	// Errors describe the first failures (at most 20).
-	Errors []string `json:"errors,omitempty"`
+	Errors []string `json:"errors"`
 }
 
 // ReplayMsgID is the Nats-Msg-Id of the replay of record seq of stream: the
