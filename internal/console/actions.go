@@ -157,7 +157,7 @@ func (c *Console) postPurge(w http.ResponseWriter, r *http.Request) {
 	case !req.Confirm:
 		writeError(w, http.StatusBadRequest, "purge deletes records for good: set confirm")
 		return
-	case req.Filter.selectsAll() && !req.All:
+	case selectsAll(f) && !req.All:
 		writeError(w, http.StatusBadRequest, "an empty filter purges the whole dead-letter queue: set all")
 		return
 	}

@@ -92,10 +92,12 @@ func (s FilterSpec) pin(now time.Time, last uint64) FilterSpec {
 	return s
 }
 
-// selectsAll reports whether the spec selects every record, bounds aside.
-func (s FilterSpec) selectsAll() bool {
-	return s.Group == "" && len(s.Seqs) == 0 && len(s.NodeTypes) == 0 && len(s.Kinds) == 0 && len(s.Reasons) == 0 &&
-		s.Since == "" && s.Until == "" && s.TaskID == "" && s.Match == ""
+// selectsAll reports whether f selects every record but for the bound
+// a pinned selection adds (BeforeSeq).
+func selectsAll(f *dlq.Filter) bool {
+	g := *f
+	g.BeforeSeq = 0
+	return g.IsZero()
 }
 
 // maxFilterText caps the free-text fields of a filter.
